@@ -1,0 +1,82 @@
+"""What a benchmark run produces, and its files: results.json and results.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: metric columns of every record, in report order
+METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood")
+#: record columns, in file order
+COLUMNS = ("detector", "hparams", "group", "dataset", *METRICS)
+
+
+@dataclass
+class BenchmarkResult:
+    """One benchmark run.
+
+    ``records`` follow the README's schema: one per (detector, OOD dataset) plus one per
+    (detector, group) with ``"dataset": "mean"`` (the unweighted mean over the group's datasets).
+    ``scores[detector]`` maps ``"id"`` (ID test) and each OOD test set to that detector's OOD
+    scores with the selected hyperparameters; the report plots them.
+    """
+
+    preset: str
+    id_accuracy: float | None
+    records: list[dict[str, Any]]
+    groups: dict[str, list[str]]
+    scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def mean(self, detector: str, group: str, metric: str = "auroc") -> float | None:
+        for r in self.records:
+            if r["detector"] == detector and r["group"] == group and r["dataset"] == "mean":
+                return r[metric]
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "id_accuracy": self.id_accuracy,
+            "groups": self.groups,
+            "records": self.records,
+            "search": self.search,
+            "timings": self.timings,
+            "meta": self.meta,
+        }
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow({**r, "hparams": json.dumps(r["hparams"], sort_keys=True)})
+        return buf.getvalue()
+
+    def write(self, out_dir: str | os.PathLike[str]) -> None:
+        """Write results.json and results.csv atomically into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
+        write_text_atomic(out / "results.csv", self.to_csv())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

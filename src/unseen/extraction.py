@@ -1,0 +1,313 @@
+"""Run a model once over a dataset and keep what it produced as a :class:`Representation`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from unseen import cache as cache_mod
+from unseen.representation import Representation
+
+#: A reducer turns one layer's batch of activations into a (B, ...) tensor worth caching.
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+class HeadMismatchError(RuntimeError):
+    """The captured features do not reproduce the logits through the head: wrong layer."""
+
+
+@dataclass
+class NetworkSource:
+    """The model and data behind a Representation, for detectors that run the network again.
+
+    ``batches()`` yields ``(inputs, labels_or_None)`` in the same order as the representation's
+    rows. ``head`` is the final linear layer, ``feature_module`` the module whose output (or, when
+    ``None``, the head's input) is the penultimate feature. ``input_std`` is the per-channel
+    normalisation std of the preprocessing (ODIN scales its perturbation by it).
+    """
+
+    model: nn.Module
+    data: Any
+    head: nn.Linear | None
+    feature_module: str | None = None
+    batch_size: int = 256
+    device: str = "cpu"
+    input_std: tuple[float, ...] | None = None
+    _loader_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
+        for batch in _iter_batches(self.data, self.batch_size, self._loader_kwargs):
+            x, y = _split_batch(batch)
+            yield x.to(self.device), y
+
+
+def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The last ``nn.Linear`` registered in ``model``: the usual classifier head."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            "found no nn.Linear in the model to use as the classifier head; pass "
+            "penultimate='<module name>' to name the feature layer"
+        )
+    return linears[-1]
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        options = ", ".join(n for n in modules if n)[:400]
+        raise ValueError(f"the model has no module named {name!r}; it has: {options}")
+    return modules[name]
+
+
+def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, list | tuple) and len(batch) >= 1:
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 else None
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"batches must hold tensors, got {type(x).__name__}; give the dataset a transform "
+                "that returns tensors"
+            )
+        return x, (torch.as_tensor(y) if y is not None else None)
+    raise TypeError(f"cannot read inputs from a batch of type {type(batch).__name__}")
+
+
+def _iter_batches(data: Any, batch_size: int, loader_kwargs: Mapping[str, Any]) -> Iterable[Any]:
+    if isinstance(data, torch.Tensor):
+        return (data[i : i + batch_size] for i in range(0, len(data), batch_size))
+    if isinstance(data, Dataset):
+        return DataLoader(data, batch_size=batch_size, shuffle=False, **loader_kwargs)
+    if isinstance(data, DataLoader | Iterable):
+        return data
+    raise TypeError(
+        f"data must be a torch Dataset, DataLoader, tensor or iterable of batches, "
+        f"got {type(data).__name__}"
+    )
+
+
+def _num_batches(data: Any, batch_size: int) -> int | None:
+    try:
+        if isinstance(data, DataLoader):
+            return len(data)
+        return -(-len(data) // batch_size)
+    except TypeError:
+        return None
+
+
+def _dataset_identity(data: Any) -> str | None:
+    target = data.dataset if isinstance(data, DataLoader) else data
+    ident = getattr(target, "identity", None)
+    if callable(ident):
+        transform = getattr(target, "transform", None)
+        described = transform.describe() if hasattr(transform, "describe") else repr(transform)
+        return f"{ident()}|transform={described}"
+    if isinstance(target, torch.Tensor):
+        return "tensor:" + cache_mod.hash_arrays([target.detach().cpu().numpy()])
+    return None
+
+
+def extract(
+    model: nn.Module,
+    data: Any,
+    *,
+    penultimate: str | None = None,
+    head: nn.Linear | str | None = None,
+    layers: Sequence[str] | Mapping[str, Reducer | None] = (),
+    batch_size: int = 256,
+    device: str = "cpu",
+    cache: bool | str | os.PathLike[str] = False,
+    dataset_id: str | None = None,
+    input_std: Sequence[float] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
+    check_head: bool = True,
+) -> Representation:
+    """Run ``model`` over ``data`` once and return features, logits, labels and the head.
+
+    Args:
+        model: a classifier; put in eval mode for the pass (its mode is restored after).
+        data: a map-style Dataset of ``(input, label)`` or ``input``, a DataLoader, a tensor of
+            inputs, or any iterable of such batches.
+        penultimate: name of the module whose (flattened) output is the feature vector. Default:
+            the input of the last ``nn.Linear`` (found automatically).
+        head: the final linear layer (object or module name). Default: the last ``nn.Linear``.
+        layers: intermediate modules to cache as ``rep.layers[name]``, optionally with a reducer
+            (e.g. global average pooling) applied to each batch before it is stored.
+        cache: ``False`` (default) for no cache, ``True`` for the default cache directory
+            (``$UNSEEN_CACHE_DIR`` or ``~/.cache/unseen``), or a directory. The key combines the
+            model's class and weights, the dataset identity (``dataset_id``, or the dataset's
+            ``identity()`` plus its transform's ``describe()``), and the extraction settings, so
+            changing any of them extracts again. Delete the directory to invalidate by hand.
+        input_std: the per-channel normalisation std, kept for detectors that perturb inputs.
+        check_head: verify that ``features @ weight.T + bias`` reproduces the logits (relative
+            tolerance 1e-4); a failure means the feature hook sits on the wrong layer.
+    """
+    if isinstance(head, str):
+        head_name, head_mod = head, _module(model, head)
+        if not isinstance(head_mod, nn.Linear):
+            raise TypeError(f"head {head!r} is a {type(head_mod).__name__}, not an nn.Linear")
+    elif isinstance(head, nn.Linear):
+        head_mod = head
+        head_name = next((n for n, m in model.named_modules() if m is head), "<head>")
+    elif head is None:
+        try:
+            head_name, head_mod = find_head(model)
+        except ValueError:
+            if penultimate is None:
+                raise
+            head_name, head_mod = None, None  # features only: no head to check against
+    else:
+        raise TypeError(f"head must be an nn.Linear or a module name, not {type(head).__name__}")
+    reducers: dict[str, Reducer | None] = (
+        dict(layers) if isinstance(layers, Mapping) else dict.fromkeys(layers)
+    )
+    source = NetworkSource(
+        model=model,
+        data=data,
+        head=head_mod,
+        feature_module=penultimate,
+        batch_size=batch_size,
+        device=device,
+        input_std=None if input_std is None else tuple(float(s) for s in input_std),
+        _loader_kwargs={"num_workers": num_workers},
+    )
+
+    key = None
+    if cache is not False:
+        ident = dataset_id or _dataset_identity(data)
+        if ident is None:
+            raise ValueError(
+                "cannot cache: the data has no identity() method; pass dataset_id='<stable name>' "
+                "that changes whenever the data or its preprocessing changes, or cache=False"
+            )
+        key = cache_mod.key(
+            model,
+            ident,
+            {
+                "penultimate": penultimate,
+                "head": head_name,
+                "layers": {k: getattr(r, "__qualname__", repr(r)) for k, r in reducers.items()},
+            },
+        )
+        cache_dir = cache_mod.directory(None if cache is True else Path(cache))
+        hit = cache_mod.get(cache_dir, key)
+        if hit is not None:
+            hit.source = source
+            return hit
+
+    rep = _run(model, data, source, penultimate, reducers, batch_size, device, progress,
+               {"num_workers": num_workers})
+    rep.meta.update({"head": head_name, "penultimate": penultimate, **(meta or {})})
+    if check_head and rep.weight is not None and rep.features is not None:
+        check_head_consistency(rep)
+    if key is not None:
+        cache_mod.put(cache_dir, key, rep)
+    rep.source = source
+    return rep
+
+
+def _run(
+    model: nn.Module,
+    data: Any,
+    source: NetworkSource,
+    penultimate: str | None,
+    reducers: Mapping[str, Reducer | None],
+    batch_size: int,
+    device: str,
+    progress: bool,
+    loader_kwargs: Mapping[str, Any],
+) -> Representation:
+    captured: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def keep(name: str, reducer: Reducer | None) -> Callable[..., None]:
+        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            captured[name] = reducer(out) if reducer is not None else out
+        return hook
+
+    if penultimate is not None:
+        hooks.append(_module(model, penultimate).register_forward_hook(keep("__features__", None)))
+    elif source.head is not None:
+        hooks.append(
+            source.head.register_forward_pre_hook(
+                lambda _m, inp: captured.__setitem__("__features__", inp[0])
+            )
+        )
+    for name, reducer in reducers.items():
+        hooks.append(_module(model, name).register_forward_hook(keep(name, reducer)))
+
+    feats, logits, labels = [], [], []
+    layer_parts: dict[str, list[np.ndarray]] = {k: [] for k in reducers}
+    was_training = model.training
+    model.eval().to(device)
+    columns = (TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with torch.inference_mode(), Progress(*columns, disable=not progress, transient=True) as bar:
+            task = bar.add_task("extract", total=_num_batches(data, batch_size))
+            for batch in _iter_batches(data, batch_size, loader_kwargs):
+                x, y = _split_batch(batch)
+                captured.clear()
+                out = model(x.to(device))
+                if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                    raise TypeError("the model must return a (batch, classes) tensor of logits")
+                logits.append(out.float().cpu().numpy())
+                if "__features__" in captured:
+                    feats.append(captured["__features__"].flatten(1).float().cpu().numpy())
+                for name in reducers:
+                    layer_parts[name].append(captured[name].float().cpu().numpy())
+                if y is not None:
+                    labels.append(y.cpu().numpy().astype(np.int64))
+                bar.advance(task)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if not logits:
+        raise ValueError("the data is empty: extraction produced no samples")
+    head = source.head
+    return Representation(
+        features=np.concatenate(feats) if feats else None,
+        logits=np.concatenate(logits),
+        labels=np.concatenate(labels) if len(labels) == len(logits) else None,
+        weight=None if head is None else head.weight.detach().float().cpu().numpy(),
+        bias=None
+        if head is None
+        else (
+            head.bias.detach().float().cpu().numpy()
+            if head.bias is not None
+            else np.zeros(head.out_features, np.float32)
+        ),
+        layers={k: np.concatenate(v) for k, v in layer_parts.items()},
+    )
+
+
+def check_head_consistency(rep: Representation, rtol: float = 1e-4) -> None:
+    """Raise :class:`HeadMismatchError` unless features @ Wᵀ + b reproduces the logits."""
+    if rep.features.shape[1] != rep.weight.shape[1]:
+        raise HeadMismatchError(
+            f"features have dimension {rep.features.shape[1]} but the head expects "
+            f"{rep.weight.shape[1]}: the feature hook is on the wrong layer"
+        )
+    recon = rep.head_logits().astype(np.float64)
+    err = np.abs(recon - rep.logits).max()
+    scale = max(1.0, float(np.abs(rep.logits).max()))
+    if err > rtol * scale:
+        raise HeadMismatchError(
+            f"features @ weight.T + bias differs from the logits by up to {err:.3g} "
+            f"(tolerance {rtol * scale:.3g}): the feature hook is not on the head's input, or the "
+            "model does something after its last linear layer. Name the feature layer with "
+            "penultimate=... and the head with head=..., or pass check_head=False"
+        )

@@ -1,0 +1,303 @@
+"""What a model produced for one dataset: the cache every detector reads.
+
+A :class:`Representation` holds optional arrays (features, logits, labels, the classifier
+head, named intermediate layers) plus JSON metadata. It validates itself on construction so a
+detector never sees inconsistent input, and it persists as one safetensors file that loads
+through a memory map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+_FORMAT = "unseen.representation/1"
+_ARRAYS = ("features", "logits", "labels", "weight", "bias")
+_LAYER_PREFIX = "layers."
+_SAFETENSORS_DTYPES = {
+    "F16": np.float16,
+    "F32": np.float32,
+    "F64": np.float64,
+    "I8": np.int8,
+    "I16": np.int16,
+    "I32": np.int32,
+    "I64": np.int64,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+class RepresentationError(ValueError):
+    """A Representation's arrays are missing, malformed or inconsistent."""
+
+
+def _all_finite(arr: np.ndarray, rows: int = 65536) -> bool:
+    # Row chunks keep the temporary mask small when `arr` is a memory map of a large file.
+    if arr.ndim == 0:
+        return bool(np.isfinite(arr))
+    return all(np.isfinite(arr[i : i + rows]).all() for i in range(0, arr.shape[0], rows))
+
+
+def _as_float(name: str, value: Any, ndim: int) -> np.ndarray:
+    arr = np.asanyarray(value)  # keeps np.memmap, so loaded files stay memory-mapped
+    if arr.dtype.kind not in "fiub":
+        raise RepresentationError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise RepresentationError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float32)
+    if not _all_finite(arr):
+        bad = int((~np.isfinite(arr)).sum())
+        raise RepresentationError(
+            f"{name} contains {bad} NaN or infinite values; clean or drop those samples first"
+        )
+    return arr
+
+
+@dataclass(eq=False)
+class Representation:
+    """Cached model outputs for one dataset.
+
+    Attributes:
+        features: (N, D) penultimate features, or any feature matrix (tabular data, embeddings).
+        logits: (N, C) classifier outputs.
+        labels: (N,) integer labels: class index >= 0 for in-distribution, -1 for OOD.
+        weight: (C, D) weight of the final linear layer (logits = features @ weight.T + bias).
+        bias: (C,) bias of the final linear layer.
+        layers: named intermediate activations, each with N rows.
+        meta: free-form JSON-serialisable metadata (dataset name, model id, ...).
+        source: not persisted. What produced the arrays (set by :func:`unseen.extract`): only
+            detectors that run the network again need it.
+    """
+
+    features: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.features is not None:
+            self.features = _as_float("features", self.features, 2)
+        if self.logits is not None:
+            self.logits = _as_float("logits", self.logits, 2)
+        if self.weight is not None:
+            self.weight = _as_float("weight", self.weight, 2)
+        if self.bias is not None:
+            self.bias = _as_float("bias", self.bias, 1)
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.ndim != 1 or labels.dtype.kind not in "iu":
+                raise RepresentationError(
+                    f"labels must be a 1-D integer array, got shape {labels.shape} "
+                    f"dtype {labels.dtype}"
+                )
+            if labels.size and labels.min() < -1:
+                raise RepresentationError("labels must be class indices >= 0, or -1 for OOD")
+            self.labels = labels.astype(np.int64, copy=False)
+        self.layers = {
+            str(k): _as_float(f"layers[{k!r}]", v, np.asarray(v).ndim) for k, v in self.layers.items()
+        }
+        self._check_consistency()
+        try:
+            json.dumps(self.meta)
+        except TypeError as exc:
+            raise RepresentationError(f"meta must be JSON-serialisable: {exc}") from None
+
+    def _check_consistency(self) -> None:
+        rows = {
+            name: arr.shape[0]
+            for name, arr in (
+                ("features", self.features),
+                ("logits", self.logits),
+                ("labels", self.labels),
+                *((f"layers[{k!r}]", v) for k, v in self.layers.items()),
+            )
+            if arr is not None
+        }
+        if len(set(rows.values())) > 1:
+            detail = ", ".join(f"{k} has {v}" for k, v in rows.items())
+            raise RepresentationError(f"arrays disagree on the number of samples: {detail}")
+        if (self.weight is None) != (self.bias is None):
+            raise RepresentationError("weight and bias must be given together (the classifier head)")
+        if self.weight is not None:
+            c, d = self.weight.shape
+            if self.bias.shape != (c,):
+                raise RepresentationError(
+                    f"bias has shape {self.bias.shape} but weight has {c} classes (expected ({c},))"
+                )
+            if self.features is not None and self.features.shape[1] != d:
+                raise RepresentationError(
+                    f"features have dimension {self.features.shape[1]} but weight expects {d}"
+                )
+            if self.logits is not None and self.logits.shape[1] != c:
+                raise RepresentationError(
+                    f"logits have {self.logits.shape[1]} classes but weight has {c}"
+                )
+        if self.labels is not None and self.logits is not None and self.labels.size:
+            if self.labels.max() >= self.logits.shape[1]:
+                raise RepresentationError(
+                    f"labels reach {self.labels.max()} but logits have only "
+                    f"{self.logits.shape[1]} classes"
+                )
+
+    # -- shape ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        for arr in (self.features, self.logits, self.labels, *self.layers.values()):
+            if arr is not None:
+                return int(arr.shape[0])
+        return 0
+
+    @property
+    def has_head(self) -> bool:
+        return self.weight is not None
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.logits is not None:
+            return int(self.logits.shape[1])
+        return None if self.weight is None else int(self.weight.shape[0])
+
+    def subset(self, index: slice | np.ndarray | list[int]) -> Representation:
+        """Rows `index` of every per-sample array; the head and metadata are shared."""
+
+        def take(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else arr[index]
+
+        return Representation(
+            features=take(self.features),
+            logits=take(self.logits),
+            labels=take(self.labels),
+            weight=self.weight,
+            bias=self.bias,
+            layers={k: v[index] for k, v in self.layers.items()},
+            meta=dict(self.meta),
+        )
+
+    def head_logits(self, features: np.ndarray | None = None) -> np.ndarray:
+        """Apply the classifier head to `features` (default: this representation's features)."""
+        if self.weight is None:
+            raise RepresentationError("this Representation has no classifier head (weight, bias)")
+        x = self.features if features is None else features
+        if x is None:
+            raise RepresentationError("this Representation has no features")
+        return x @ self.weight.T + self.bias
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write all arrays and the metadata to one safetensors file, atomically."""
+        path = Path(path)
+        tensors: dict[str, np.ndarray] = {}
+        for name in _ARRAYS:
+            arr = getattr(self, name)
+            if arr is not None:
+                tensors[name] = np.ascontiguousarray(arr)
+        for k, v in self.layers.items():
+            tensors[_LAYER_PREFIX + k] = np.ascontiguousarray(v)
+        header = {"format": _FORMAT, "meta": json.dumps(self.meta)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True) -> Representation:
+        """Read a file written by :meth:`save`.
+
+        With ``mmap=True`` (the default) arrays are read-only memory maps of the file, so a large
+        representation costs no more RAM than the pages actually touched.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no representation file at {path}")
+        header, data_start = _read_safetensors_header(path)
+        meta_block = header.pop("__metadata__", {}) or {}
+        if meta_block.get("format") != _FORMAT:
+            raise RepresentationError(
+                f"{path} is not an unseen representation (format={meta_block.get('format')!r})"
+            )
+        size = path.stat().st_size
+        arrays: dict[str, np.ndarray] = {}
+        for name, info in header.items():
+            dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise RepresentationError(f"{path}: unsupported dtype {info['dtype']} for {name}")
+            begin, end = info["data_offsets"]
+            shape = tuple(info["shape"])
+            if data_start + end > size or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                raise RepresentationError(f"{path} is truncated or corrupt (array {name!r})")
+            if mmap and end > begin:
+                arr = np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
+            else:
+                with path.open("rb") as fh:
+                    fh.seek(data_start + begin)
+                    arr = np.frombuffer(fh.read(end - begin), dtype=dtype).reshape(shape)
+            arrays[name] = arr
+        layers = {
+            k[len(_LAYER_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_LAYER_PREFIX)
+        }
+        return cls(
+            **{k: arrays.get(k) for k in _ARRAYS},
+            layers=layers,
+            meta=json.loads(meta_block.get("meta", "{}")),
+        )
+
+
+def _read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise RepresentationError(f"{path} is truncated (no safetensors header)")
+        n = int.from_bytes(raw, "little")
+        if n > 100_000_000:
+            raise RepresentationError(f"{path} is not a safetensors file (header size {n})")
+        blob = fh.read(n)
+    if len(blob) != n:
+        raise RepresentationError(f"{path} is truncated (incomplete safetensors header)")
+    try:
+        header = json.loads(blob)
+    except json.JSONDecodeError as exc:
+        raise RepresentationError(f"{path} has a corrupt safetensors header: {exc}") from None
+    return header, 8 + n
+
+
+def concat(parts: list[Representation], meta: Mapping[str, Any] | None = None) -> Representation:
+    """Stack representations of the same model row-wise (e.g. extraction batches)."""
+    if not parts:
+        raise RepresentationError("cannot concatenate an empty list of representations")
+    first = parts[0]
+
+    def cat(name: str) -> np.ndarray | None:
+        arrs = [getattr(p, name) for p in parts]
+        if all(a is None for a in arrs):
+            return None
+        if any(a is None for a in arrs):
+            raise RepresentationError(f"some parts have {name} and others do not")
+        return np.concatenate(arrs)
+
+    return Representation(
+        features=cat("features"),
+        logits=cat("logits"),
+        labels=cat("labels"),
+        weight=first.weight,
+        bias=first.bias,
+        layers={k: np.concatenate([p.layers[k] for p in parts]) for k in first.layers},
+        meta=dict(meta if meta is not None else first.meta),
+    )
