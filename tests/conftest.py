@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,27 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real data bundle not found at {SHARED_DATA} (set UNSEEN_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real data bundle unpacked (images, OpenOOD lists, weights).
+
+    Uses $UNSEEN_DATA_ROOT when .ci/run has unpacked it already, otherwise runs the bundle's
+    `unpack` once per test session into a temporary folder.
+    """
+    env = os.environ.get("UNSEEN_DATA_ROOT")
+    if env and (Path(env) / "benchmark_imglist").is_dir():
+        return Path(env)
+    if not (SHARED_DATA / "unpack").is_file():
+        pytest.skip(f"real data bundle not found at {SHARED_DATA} (set UNSEEN_SHARED_DATA)")
+    dest = tmp_path_factory.mktemp("unpacked")
+    done = subprocess.run(
+        [str(SHARED_DATA / "unpack"), str(dest)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"unpacking {SHARED_DATA} failed: {done.stderr.strip()}")
+    return dest
 
 
 @pytest.fixture
