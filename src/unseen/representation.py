@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from unseen._io import atomic_path
 
 _FORMAT = "unseen.representation/1"
 _ARRAYS = ("features", "logits", "labels", "weight", "bias")
@@ -206,15 +207,8 @@ class Representation:
         for k, v in self.layers.items():
             tensors[_LAYER_PREFIX + k] = np.ascontiguousarray(v)
         header = {"format": _FORMAT, "meta": json.dumps(self.meta)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=header)
         return path
 
     @classmethod

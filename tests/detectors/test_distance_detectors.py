@@ -257,9 +257,11 @@ def test_nnguide_k_bounds_and_search_space() -> None:
     with pytest.raises(ValueError, match="alpha"):
         create("nnguide", alpha=0.0).fit(make_rep(0))
     cls = type(create("nnguide"))
-    assert cls.search_space(make_rep(0, n=60))["k"] == []  # 1% of 60 is a bank of 1
-    assert cls.search_space(make_rep(0, n=1500))["k"] == [10]
-    assert cls.search_space(make_rep(0, n=10000))["k"] == [10, 100]
+    # alpha = 1 makes the whole training set the bank, so k is bounded by the training size
+    assert cls.search_space(make_rep(0, n=5))["k"] == []
+    assert cls.search_space(make_rep(0, n=60))["k"] == [10]
+    assert cls.search_space(make_rep(0, n=1500))["k"] == [10, 100]
+    assert cls.search_space(make_rep(0, n=60))["alpha"] == [0.01, 1.0]
 
 
 # -- relation ----------------------------------------------------------------------------------

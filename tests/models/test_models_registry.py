@@ -11,7 +11,7 @@ import unseen.models as models
 
 ALL = {
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-    "mnist_convnet", "resnet18_32x32", "resnet50",
+    "mnist_convnet", "resnet18_32x32", "resnet50", "digits_cnn",
 }
 
 

@@ -6,12 +6,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from unseen._io import write_text
 
 #: metric columns of every record, in report order
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood")
@@ -67,16 +68,5 @@ class BenchmarkResult:
         """Write results.json and results.csv atomically into ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
-        write_text_atomic(out / "results.csv", self.to_csv())
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_text(out / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
+        write_text(out / "results.csv", self.to_csv())

@@ -261,8 +261,11 @@ class NNGuide(Detector):
     faiss ``IndexFlatIP``). The bank holds a seeded random fraction ``alpha`` of the training set
     (at least one sample). Park, Jung, Teoh, ICCV 2023. Defaults k = 100, alpha = 0.01 (OpenOOD
     v1.5's ``nnguide.yml``, whose sweep is that single point; the authors' code uses k = 10 with a
-    1% ImageNet bank); grid k ∈ {10, 100}, alpha ∈ {0.01}. OpenOOD fills the bank with the
-    first batches of its shuffled loader instead of a seeded subset.
+    1% ImageNet bank); grid k ∈ {10, 100}, alpha ∈ {0.01, 1}. We add alpha = 1 (the whole
+    training set as the bank) so that small training sets, where 1% holds fewer than k samples,
+    still have valid grid points; such (k, alpha) pairs fail at fit and the search skips them.
+    OpenOOD fills the bank with the first batches of its shuffled loader instead of a seeded
+    subset.
     """
 
     name = "nnguide"
@@ -274,7 +277,7 @@ class NNGuide(Detector):
         "https://arxiv.org/abs/2309.14888",
     )
     requires = frozenset({"features", "logits"})
-    grid: ClassVar[dict[str, list[Any]]] = {"k": [10, 100], "alpha": [0.01]}
+    grid: ClassVar[dict[str, list[Any]]] = {"k": [10, 100], "alpha": [0.01, 1.0]}
     score_params = frozenset({"k"})
     chunk_size = 4096
 
@@ -289,8 +292,8 @@ class NNGuide(Detector):
 
     @classmethod
     def search_space(cls, train: Representation) -> dict[str, list[Any]]:
-        smallest = min(cls._bank_size(len(train), a) for a in cls.grid["alpha"])
-        return {"k": [k for k in cls.grid["k"] if k <= smallest], "alpha": list(cls.grid["alpha"])}
+        largest = max(cls._bank_size(len(train), a) for a in cls.grid["alpha"])
+        return {"k": [k for k in cls.grid["k"] if k <= largest], "alpha": list(cls.grid["alpha"])}
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         if not 0 < self.alpha <= 1:

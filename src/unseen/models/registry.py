@@ -11,6 +11,7 @@ from torch import nn
 
 from unseen.models.checkpoint import load_checkpoint
 from unseen.models.cifar_resnet import CifarResNet
+from unseen.models.digits_cnn import DigitsCNN
 from unseen.models.mnist_convnet import MnistConvNet
 from unseen.models.resnet_openood import ResNet18_32x32
 from unseen.models.resnet_torchvision import ResNet50
@@ -109,9 +110,23 @@ _INFO["resnet50"] = ModelInfo(
     paper=_HE2016,
 )
 
+_INFO["digits_cnn"] = ModelInfo(
+    name="digits_cnn",
+    description="Small CNN of the embedded digits benchmark, 2 conv + 128-unit fc (unseen)",
+    input_shape=(1, 8, 8),
+    mean=None,
+    std=None,
+    head="head",
+    feature_dim=128,
+    num_classes=6,
+    weights_source="trained by the digits preset on first use, cached in the unseen cache",
+    paper="unseen's embedded default; data: scikit-learn's copy of the UCI optical digits",
+)
+
 _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     **{f"resnet{d}": partial(CifarResNet, d) for d in (20, 32, 44, 56, 110)},
     "mnist_convnet": MnistConvNet,
+    "digits_cnn": DigitsCNN,
     "resnet18_32x32": ResNet18_32x32,
     "resnet50": ResNet50,
 }

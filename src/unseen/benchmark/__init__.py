@@ -1,0 +1,34 @@
+"""Benchmarks: descriptions and presets, the OpenOOD v1.5 protocol, results and their files."""
+
+from __future__ import annotations
+
+from unseen.benchmark import real_presets  # noqa: F401  (registers cifar10 and mnist)
+from unseen.benchmark.outputs import leaderboard, load_scores, write_outputs
+from unseen.benchmark.presets import (
+    UnknownPresetError,
+    describe_preset,
+    get_preset,
+    presets,
+    register_preset,
+)
+from unseen.benchmark.protocol import DetectorFailedError, run
+from unseen.benchmark.result import BenchmarkResult
+from unseen.benchmark.spec import AsOOD, BenchmarkSpec, PreparedModel, SpecError
+
+__all__ = [
+    "AsOOD",
+    "BenchmarkResult",
+    "BenchmarkSpec",
+    "DetectorFailedError",
+    "PreparedModel",
+    "SpecError",
+    "UnknownPresetError",
+    "describe_preset",
+    "get_preset",
+    "leaderboard",
+    "load_scores",
+    "presets",
+    "register_preset",
+    "run",
+    "write_outputs",
+]

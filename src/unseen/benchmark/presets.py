@@ -1,0 +1,106 @@
+"""Named benchmarks. ``register_preset(name)(factory)`` adds one; ``get_preset(name)`` builds it."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from unseen.benchmark.spec import BenchmarkSpec, PreparedModel
+
+F = TypeVar("F", bound=Callable[..., BenchmarkSpec])
+_PRESETS: dict[str, Callable[..., BenchmarkSpec]] = {}
+
+
+class UnknownPresetError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register_preset(name: str) -> Callable[[F], F]:
+    """Decorator: make ``factory(**options) -> BenchmarkSpec`` available as preset ``name``.
+
+    The factory's docstring's first line is the description ``unseen list presets`` shows; its
+    keyword arguments are the options (``seed``, ``data_root``, ``model``, ...).
+    """
+
+    def add(factory: F) -> F:
+        if name in _PRESETS and _PRESETS[name] is not factory:
+            raise ValueError(f"two presets are registered as {name!r}")
+        _PRESETS[name] = factory
+        return factory
+
+    return add
+
+
+def presets() -> list[str]:
+    """Names of the registered presets, sorted."""
+    return sorted(_PRESETS)
+
+
+def _factory(name: str) -> Callable[..., BenchmarkSpec]:
+    if name not in _PRESETS:
+        close = difflib.get_close_matches(name, _PRESETS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownPresetError(
+            f"unknown preset {name!r}{hint} (registered: {', '.join(presets())})"
+        )
+    return _PRESETS[name]
+
+
+def describe_preset(name: str) -> str:
+    """First line of the preset factory's docstring."""
+    doc = inspect.getdoc(_factory(name)) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def preset_options(name: str) -> list[str]:
+    """The keyword options preset ``name`` accepts."""
+    return list(inspect.signature(_factory(name)).parameters)
+
+
+def get_preset(name: str, **options: Any) -> BenchmarkSpec:
+    """Build preset ``name``. Options it does not take raise ``TypeError`` naming them."""
+    factory = _factory(name)
+    unknown = sorted(set(options) - set(preset_options(name)))
+    if unknown:
+        raise TypeError(
+            f"preset {name!r} takes no option(s) {unknown}; it takes {preset_options(name)}"
+        )
+    return factory(**options)
+
+
+@register_preset("digits")
+def digits(seed: int = 0) -> BenchmarkSpec:
+    """Embedded: scikit-learn 8x8 digits 0-5 vs digits 6-9 (near), image patches and noise (far)."""
+    from unseen.benchmark.digits_model import trained_model
+    from unseen.data.digits import ID_CLASSES, digits_splits
+    from unseen.data.transforms import CenterCrop, Compose, Grayscale, Resize, ToTensor
+
+    splits = digits_splits(seed)
+
+    def model(cache_dir: Path | None) -> PreparedModel:
+        net = trained_model(splits.fit, len(ID_CLASSES), seed, cache_dir)
+        return PreparedModel(
+            net,
+            head="head",
+            input_std=(1.0,),
+            description="DigitsCNN (2 conv + 128-unit layer), trained on ID fit",
+            model_name="digits_cnn",
+            # an 8-bit 8×8 image maps to [0, 1] exactly as the digits' pixel / 16 does
+            transform=Compose([Grayscale(), Resize(8), CenterCrop(8), ToTensor()]),
+        )
+
+    return BenchmarkSpec(
+        name="digits",
+        model=model,
+        fit=splits.fit,
+        val=splits.val,
+        test=splits.test,
+        ood_val=splits.ood_val,
+        near=dict(splits.near),
+        far=dict(splits.far),
+        meta={"seed": seed},
+    )

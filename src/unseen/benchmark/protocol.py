@@ -1,0 +1,269 @@
+"""The evaluation protocol of OpenOOD v1.5 (Zhang et al., 2023), on cached representations.
+
+1. Run the model once over every split (through the representation cache).
+2. For each detector, search its grid (the cartesian product of ``search_space(fit)``, in the
+   order listed): fit on ID ``fit`` (plus ID ``val`` when ``needs_val``), score ID ``val`` and
+   ``ood_val``, keep the hyperparameters with the highest AUROC (the first grid point on ties).
+   Grid points that differ only in ``score_params`` share one fit.
+3. Score ID ``test`` and every OOD test set with the chosen detector: one record per dataset and
+   one per group with the *unweighted* mean over its datasets (``"dataset": "mean"``).
+
+A grid point whose fit or score raises ``ValueError`` (an invalid hyperparameter for this data,
+e.g. more neighbours than samples) is skipped and listed with its error in ``search``. Any other
+error, or no usable grid point, fails the detector: the run stops with
+:class:`DetectorFailedError` unless ``keep_going``, which records the error in
+``meta["failures"]`` and goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import unseen
+from unseen import detectors
+from unseen.benchmark.result import METRICS, BenchmarkResult
+from unseen.benchmark.spec import GROUPS, BenchmarkSpec
+from unseen.detectors.base import Detector, MissingInputError
+from unseen.representation import Representation, RepresentationError
+
+
+class DetectorFailedError(RuntimeError):
+    """A detector could not be evaluated at all."""
+
+
+def grid_points(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``space``: the last hyperparameter varies fastest."""
+    names = list(space)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def _jsonable(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_invalid_hparam(exc: Exception) -> bool:
+    # Missing arrays and malformed representations are ValueErrors too, but no grid point fixes them.
+    return isinstance(exc, ValueError) and not isinstance(
+        exc, MissingInputError | RepresentationError
+    )
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def search(
+    cls: type[Detector],
+    fit: Representation,
+    val: Representation,
+    ood_val: Representation,
+) -> tuple[Detector, dict[str, Any], list[dict[str, Any]]]:
+    """Grid search on (ID val, OOD val): the fitted best detector, its hyperparameters, the log."""
+    space = cls.search_space(fit)
+    empty = [k for k, values in space.items() if not list(values)]
+    if empty:
+        raise ValueError(
+            f"no value of {empty} is valid for this training set ({len(fit)} samples): "
+            f"grid {cls.grid}"
+        )
+    points = grid_points(space)
+    log: list[dict[str, Any]] = [
+        {"hparams": {k: _jsonable(v) for k, v in p.items()}} for p in points
+    ]
+    fit_groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, p in enumerate(points):
+        fit_key = tuple((k, repr(v)) for k, v in p.items() if k not in cls.score_params)
+        fit_groups.setdefault(fit_key, []).append(i)
+
+    best: tuple[float, int, Detector] | None = None
+    for members in fit_groups.values():
+        det = cls(**points[members[0]])
+        try:
+            det.fit(fit, val if cls.needs_val else None)
+        except Exception as exc:
+            if not _is_invalid_hparam(exc):
+                raise
+            for i in members:
+                log[i]["error"] = _error(exc)
+            continue
+        for i in members:
+            det.set_params(**{k: v for k, v in points[i].items() if k in cls.score_params})
+            try:
+                auroc = unseen.metrics.evaluate(det.score(val), det.score(ood_val))["auroc"]
+            except Exception as exc:
+                if not _is_invalid_hparam(exc):
+                    raise
+                log[i]["error"] = _error(exc)
+                continue
+            log[i]["val_auroc"] = auroc
+            if best is None or auroc > best[0] or (auroc == best[0] and i < best[1]):
+                best = (auroc, i, det)
+    if best is None:
+        errors = "; ".join(sorted({entry["error"] for entry in log}))
+        raise ValueError(f"every grid point failed: {errors}")
+    _, index, det = best
+    det.set_params(**{k: v for k, v in points[index].items() if k in cls.score_params})
+    for i, entry in enumerate(log):
+        entry["selected"] = i == index
+    return det, log[index]["hparams"], log
+
+
+def evaluate_detector(
+    det: Detector,
+    hparams: dict[str, Any],
+    test: Representation,
+    ood: dict[str, dict[str, Representation]],
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Records (per dataset and group means) and scores of a fitted detector on the test sets."""
+    scores = {"id": det.score(test)}
+    records = []
+    for group, sets in ood.items():
+        rows = []
+        for name, rep in sets.items():
+            scores[name] = det.score(rep)
+            metrics = unseen.metrics.evaluate(scores["id"], scores[name])
+            rows.append({k: float(metrics[k]) for k in METRICS})
+            records.append({"detector": det.name, "hparams": hparams, "group": group,
+                            "dataset": name, **rows[-1]})
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+        records.append({"detector": det.name, "hparams": hparams, "group": group,
+                        "dataset": "mean", **mean})
+    return records, scores
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (legacy global state some third-party code still reads)
+    torch.manual_seed(seed)
+
+
+def _progress(console: Console | None, enabled: bool) -> Progress:
+    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    return Progress(*columns, console=console, disable=not enabled, transient=True)
+
+
+def extract_all(
+    spec: BenchmarkSpec,
+    cache: bool | str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+) -> tuple[dict[str, Representation], str]:
+    """Every split's representation (keys as :meth:`BenchmarkSpec.splits`) and the model's text."""
+    from unseen.cache import directory
+
+    cache_dir = None if cache is False else directory(None if cache is True else Path(cache))
+    prepared = spec.model(cache_dir)
+    splits = spec.splits()
+    reps = {}
+    with _progress(console, progress) as bar:
+        task = bar.add_task("extract", total=len(splits))
+        for name, ds in splits.items():
+            bar.update(task, description=f"extract {name} ({len(ds)})")
+            reps[name] = unseen.extract(
+                prepared.model,
+                ds,
+                head=prepared.head,
+                penultimate=prepared.penultimate,
+                input_std=prepared.input_std,
+                cache=False if cache_dir is None else cache_dir,
+                progress=False,
+            )
+            bar.advance(task)
+    return reps, prepared.description
+
+
+def run(
+    spec: BenchmarkSpec,
+    detector_names: Sequence[str] | None = None,
+    *,
+    cache: bool | str | os.PathLike[str] = True,
+    seed: int = 0,
+    keep_going: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> BenchmarkResult:
+    """Run the protocol on ``spec`` for ``detector_names`` (default: every registered detector).
+
+    ``cache``: ``True`` for the default cache directory (``$UNSEEN_CACHE_DIR`` or
+    ``~/.cache/unseen``), a directory, or ``False`` to extract (and train) afresh and store
+    nothing.
+    """
+    names = list(detectors.names() if detector_names is None else detector_names)
+    classes = {n: detectors.get(n) for n in names}  # unknown names fail before any work
+    seed_everything(seed)
+    start = time.perf_counter()
+    reps, model_text = extract_all(spec, cache, progress=progress, console=console)
+    extract_seconds = time.perf_counter() - start
+    test = reps["id/test"]
+    ood = {g: {n: reps[f"{g}/{n}"] for n in getattr(spec, g)} for g in GROUPS if getattr(spec, g)}
+
+    records: list[dict[str, Any]] = []
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    logs: dict[str, list[dict[str, Any]]] = {}
+    timings: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    with _progress(console, progress) as bar:
+        task = bar.add_task("score", total=len(names))
+        for name, cls in classes.items():
+            bar.update(task, description=f"score {name}")
+            seed_everything(seed)
+            t0 = time.perf_counter()
+            try:
+                det, hparams, logs[name] = search(
+                    cls, reps["id/fit"], reps["id/val"], reps["ood_val"]
+                )
+                recs, scores[name] = evaluate_detector(det, hparams, test, ood)
+            except Exception as exc:
+                if not keep_going:
+                    raise DetectorFailedError(
+                        f"detector {name!r} failed: {_error(exc)} (keep_going=True, or "
+                        "`--keep-going` on the command line, skips it)"
+                    ) from exc
+                failures[name] = _error(exc)
+                logs.pop(name, None)
+                scores.pop(name, None)
+                continue
+            finally:
+                bar.advance(task)
+            timings[name] = time.perf_counter() - t0
+            records.extend(recs)
+
+    meta = {
+        "seed": seed,
+        "model": model_text,
+        "sizes": {k: len(r) for k, r in reps.items()},
+        "extract_seconds": extract_seconds,
+        "failures": failures,
+        "csid_accuracy": {
+            n: unseen.metrics.id_accuracy(reps[f"csid/{n}"].logits, reps[f"csid/{n}"].labels)
+            for n in spec.csid
+        },
+        "unseen_version": unseen.__version__,
+        "torch_version": torch.__version__,
+        **spec.meta,
+    }
+    return BenchmarkResult(
+        preset=spec.name,
+        id_accuracy=None
+        if test.labels is None
+        else unseen.metrics.id_accuracy(test.logits, test.labels),
+        records=records,
+        groups=spec.groups,
+        scores=scores,
+        search=logs,
+        timings=timings,
+        meta=meta,
+    )

@@ -1,0 +1,126 @@
+"""The calibrate/serve subcommands (run through ``python -m unseen.guard``'s main)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unseen import Representation, detectors
+from unseen.guard import Guard
+from unseen.guard.__main__ import main
+from unseen.guard.commands import add_arguments, parse_params, read_run
+
+
+def make_rep(n: int, seed: int, classes: int = 3, dim: int = 6) -> Representation:
+    rng = np.random.default_rng(seed)
+    centres = np.abs(np.random.default_rng(100).normal(size=(classes, dim))) * 2.5
+    labels = np.arange(n) % classes
+    features = np.abs(centres[labels] + rng.normal(scale=0.8, size=(n, dim))).astype(np.float32)
+    weight = (2 * centres).astype(np.float32)
+    bias = -(centres**2).sum(axis=1).astype(np.float32)
+    return Representation(features, features @ weight.T + bias, labels, weight, bias)
+
+
+def test_parse_params() -> None:
+    assert parse_params(["k=5", "temperature=0.5", "name=abc", "flag=true"]) == {
+        "k": 5, "temperature": 0.5, "name": "abc", "flag": True,
+    }
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_params(["k"])
+
+
+def test_calibrate_from_representation_files(tmp_path: Path, capsys) -> None:
+    train, calib, ood = make_rep(300, 0), make_rep(101, 1), make_rep(50, 2)
+    ood = Representation(features=-ood.features)  # opposite directions: far OOD for knn
+    for name, rep in (("train", train), ("calib", calib), ("ood", ood)):
+        rep.save(tmp_path / f"{name}.safetensors")
+    code = main([
+        "calibrate", "--train", str(tmp_path / "train.safetensors"),
+        "--calib", str(tmp_path / "calib.safetensors"), "--ood", str(tmp_path / "ood.safetensors"),
+        "--detector", "knn", "--param", "k=7", "--alpha", "0.1", "--out", str(tmp_path / "g"),
+    ])
+    assert code == 0 and "wrote" in capsys.readouterr().out
+    guard = Guard.load(tmp_path / "g")
+    # independent: fit the same detector, score the calibration set, take the ⌈(n+1)(1−α)⌉-th
+    scores = np.sort(detectors.create("knn", k=7).fit(train).score(calib))
+    k = math.ceil(102 * 0.9)  # = 92
+    assert guard.threshold == scores[k - 1] and guard.detector.k == 7
+    assert guard.tpr == 1.0
+    code = main(["calibrate", "--train", str(tmp_path / "train.safetensors"), "--out",
+                 str(tmp_path / "h")])
+    assert code == 2 and "--calib" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_too_small_calibration_file(tmp_path: Path, capsys) -> None:
+    make_rep(100, 0).save(tmp_path / "train.safetensors")
+    make_rep(10, 1).save(tmp_path / "calib.safetensors")
+    code = main(["calibrate", "--train", str(tmp_path / "train.safetensors"), "--calib",
+                 str(tmp_path / "calib.safetensors"), "--detector", "msp", "--out",
+                 str(tmp_path / "g")])
+    assert code == 2 and "too few" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_serve_defaults_to_loopback() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "somewhere"])
+    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch == 64
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.slow
+def test_calibrate_digits_preset(tmp_path: Path, model_cache: Path) -> None:
+    code = main(["calibrate", "--detector", "mahalanobis", "--out", str(tmp_path / "g"),
+                 "--cache-dir", str(model_cache)])
+    assert code == 0
+    guard = Guard.load(tmp_path / "g")
+    assert guard.calibration_scores.shape == (216,) and guard.alpha == 0.05  # the ID val split
+    assert guard.input_dim("features") == 128
+    assert 0.05 < guard.tpr <= 1.0  # the detector flags OOD validation data more than ID data
+
+
+def write_run(path: Path) -> Path:
+    path.mkdir()
+    records = [
+        {"detector": "knn", "hparams": {"k": 10}, "group": "near", "dataset": "mean", "auroc": 0.8},
+        {"detector": "knn", "hparams": {"k": 10}, "group": "far", "dataset": "mean", "auroc": 0.9},
+        {"detector": "msp", "hparams": {}, "group": "near", "dataset": "mean", "auroc": 0.95},
+        {"detector": "msp", "hparams": {}, "group": "far", "dataset": "mean", "auroc": 0.7},
+        {"detector": "msp", "hparams": {}, "group": "far", "dataset": "flower", "auroc": 0.99},
+    ]
+    (path / "results.json").write_text(
+        json.dumps({"preset": "digits", "records": records, "meta": {"seed": 0}})
+    )
+    return path
+
+
+def test_read_run_picks_the_best_detector_and_its_hparams(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run")
+    # mean AUROC over groups: knn (0.8 + 0.9)/2 = 0.85 > msp (0.95 + 0.7)/2 = 0.825
+    assert read_run(run) == {"preset": "digits", "seed": 0, "detector": "knn",
+                             "hparams": {"k": 10}}
+    assert read_run(run, "msp")["hparams"] == {}
+    with pytest.raises(ValueError, match="no results for detector 'energy'"):
+        read_run(run, "energy")
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        read_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_calibrate_from_a_benchmark_run(tmp_path: Path, model_cache: Path) -> None:
+    run = write_run(tmp_path / "run")
+    code = main(["calibrate", "--from-run", str(run), "--alpha", "0.1", "--out",
+                 str(tmp_path / "g"), "--cache-dir", str(model_cache)])
+    assert code == 0
+    guard = Guard.load(tmp_path / "g")
+    assert guard.detector.name == "knn" and guard.detector.k == 10 and guard.alpha == 0.1
