@@ -138,11 +138,12 @@ def _benchmark(args: argparse.Namespace, console: Console) -> int:
     table = Table(title=f"unseen benchmark: {spec.name} (sorted by near-OOD AUROC)")
     for col in ("detector", "hparams", "near AUROC", "far AUROC", "near FPR95", "far FPR95",
                 "time (s)"):
-        table.add_column(col, justify="left" if col in ("detector", "hparams") else "right")
+        table.add_column(col, justify="left" if col in ("detector", "hparams") else "right",
+                         no_wrap=col == "detector")
     for row in leaderboard(result):
         table.add_row(
             row["detector"],
-            ", ".join(f"{k}={json.dumps(v)}" for k, v in row["hparams"].items()),
+            " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in row["hparams"].items()),
             _fmt(row["near_auroc"]),
             _fmt(row["far_auroc"]),
             _fmt(row["near_fpr95"]),
@@ -247,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("UNSEEN_DEBUG") == "1" or "--debug" in argv
-    console = Console()
+    # Piped output (CI logs, `| tee`) gets a width that fits the leaderboard, not rich's 80.
+    console = Console(width=None if sys.stdout.isatty() else 140)
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args, console)

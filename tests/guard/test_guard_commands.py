@@ -9,21 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from guard_data import make_rep
 
 from unseen import Representation, detectors
 from unseen.guard import Guard
 from unseen.guard.__main__ import main
 from unseen.guard.commands import add_arguments, parse_params, read_run
-
-
-def make_rep(n: int, seed: int, classes: int = 3, dim: int = 6) -> Representation:
-    rng = np.random.default_rng(seed)
-    centres = np.abs(np.random.default_rng(100).normal(size=(classes, dim))) * 2.5
-    labels = np.arange(n) % classes
-    features = np.abs(centres[labels] + rng.normal(scale=0.8, size=(n, dim))).astype(np.float32)
-    weight = (2 * centres).astype(np.float32)
-    bias = -(centres**2).sum(axis=1).astype(np.float32)
-    return Representation(features, features @ weight.T + bias, labels, weight, bias)
 
 
 def test_parse_params() -> None:

@@ -7,8 +7,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from guard_data import scores_rep
 
-from unseen import Representation, detectors
+from unseen import detectors
 from unseen.guard import (
     CalibrationError,
     Guard,
@@ -17,11 +18,6 @@ from unseen.guard import (
     p_values,
     threshold_rank,
 )
-
-
-def scores_rep(scores: np.ndarray) -> Representation:
-    """A representation whose `mls` score (−max logit) is exactly ``scores``."""
-    return Representation(logits=(-np.asarray(scores, dtype=np.float32))[:, None])
 
 
 def one_d_guard() -> Guard:

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from guard_data import make_rep, random_digits
 from scipy import special
 
 import unseen
@@ -14,21 +15,6 @@ from unseen import Representation, detectors, models
 from unseen.data import transforms as T
 from unseen.detectors import NotFittedError
 from unseen.guard import Guard, GuardInputError
-
-
-def make_rep(n: int, seed: int, classes: int = 3, dim: int = 6) -> Representation:
-    rng = np.random.default_rng(seed)
-    centres = np.abs(np.random.default_rng(100).normal(size=(classes, dim))) * 2.5
-    labels = np.arange(n) % classes
-    features = np.abs(centres[labels] + rng.normal(scale=0.8, size=(n, dim))).astype(np.float32)
-    weight = (2 * centres).astype(np.float32)
-    bias = -(centres**2).sum(axis=1).astype(np.float32)
-    return Representation(features, features @ weight.T + bias, labels, weight, bias)
-
-
-def random_digits(n: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, size=(28, 28), dtype=np.uint8) for _ in range(n)]
 
 
 def test_unseen_guard_resolves_to_the_class() -> None:

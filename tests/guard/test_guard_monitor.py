@@ -7,14 +7,11 @@ from collections import deque
 
 import numpy as np
 import pytest
+from guard_data import scores_rep
 from scipy import stats
 
-from unseen import Representation, detectors
+from unseen import detectors
 from unseen.guard import Guard, Monitor
-
-
-def scores_rep(scores: np.ndarray) -> Representation:
-    return Representation(logits=(-np.asarray(scores, dtype=np.float32))[:, None])
 
 
 def test_window_keeps_exactly_the_most_recent_inputs() -> None:

@@ -8,22 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from guard_data import make_rep
 
 from unseen import Representation, detectors, models
 from unseen.data import transforms as T
 from unseen.guard import Guard, GuardFileError, persist
-
-
-def make_rep(n: int, seed: int, classes: int = 3, dim: int = 6) -> Representation:
-    """Non-negative features around class centres, a nearest-centre head, matching labels."""
-    rng = np.random.default_rng(seed)
-    centres = np.abs(np.random.default_rng(100).normal(size=(classes, dim))) * 2.5
-    labels = np.arange(n) % classes
-    features = np.abs(centres[labels] + rng.normal(scale=0.8, size=(n, dim))).astype(np.float32)
-    weight = (2 * centres).astype(np.float32)
-    bias = -(centres**2).sum(axis=1).astype(np.float32)
-    return Representation(features, features @ weight.T + bias, labels, weight, bias)
-
 
 #: hyperparameters that fit the small training set (defaults assume thousands of samples)
 SMALL = {"knn": {"k": 5}, "nnguide": {"k": 5, "alpha": 0.1}}

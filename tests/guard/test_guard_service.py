@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from guard_data import make_rep, random_digits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -30,19 +31,6 @@ from unseen.guard.service import Limits, create_app
 LIMITS = Limits(max_body_bytes=64 * 1024, max_batch=8, max_image_side=64, max_image_pixels=4096)
 
 
-def make_rep(n: int, seed: int, classes: int = 3, dim: int = 6) -> Representation:
-    rng = np.random.default_rng(seed)
-    centres = np.abs(np.random.default_rng(100).normal(size=(classes, dim))) * 2.5
-    labels = np.arange(n) % classes
-    features = np.abs(centres[labels] + rng.normal(scale=0.8, size=(n, dim))).astype(np.float32)
-    weight = (2 * centres).astype(np.float32)
-    bias = -(centres**2).sum(axis=1).astype(np.float32)
-    return Representation(features, features @ weight.T + bias, labels, weight, bias)
-
-
-def random_digits(n: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, size=(28, 28), dtype=np.uint8) for _ in range(n)]
 
 
 def png(arr: np.ndarray) -> bytes:

@@ -84,6 +84,20 @@ class Mahalanobis(Detector):
         return min_sq_distance(self._features(rep.features) @ self.whitening_, self.white_means_)
 
 
+def flat_index(det: Detector, kind: type[faiss.Index]) -> faiss.Index:
+    """An exact faiss index over ``det.bank_``, built on first use and kept in ``det._faiss``.
+
+    The fitted state stays a plain array (persistable without pickle); the index is rebuilt
+    whenever the bank object changes (a refit or a load).
+    """
+    cached = det.__dict__.get("_faiss")
+    if cached is None or cached[0] is not det.bank_:
+        index = kind(det.bank_.shape[1])
+        index.add(np.ascontiguousarray(det.bank_, dtype=np.float32))
+        det._faiss = cached = (det.bank_, index)
+    return cached[1]
+
+
 def l2_normalise(x: np.ndarray, eps: float = 1e-12, dtype: type = np.float32) -> np.ndarray:
     """Rows of ``x`` divided by their L2 norm (all-zero rows stay zero), as ``dtype``."""
     x = np.asarray(x, dtype=dtype)
@@ -132,17 +146,9 @@ class KNN(Detector):
                 f"knn needs an integer 1 <= k <= {n_train} (training size), got {self.k}"
             )
 
-    def _index(self) -> faiss.Index:
-        # Built from the fitted bank on first use, so the fitted state stays plain arrays.
-        if getattr(self, "_faiss", None) is None or self._faiss_bank is not self.bank_:
-            self._faiss = faiss.IndexFlatL2(self.bank_.shape[1])
-            self._faiss.add(np.ascontiguousarray(self.bank_, dtype=np.float32))
-            self._faiss_bank = self.bank_
-        return self._faiss
-
     def _score(self, rep: Representation) -> np.ndarray:
         self._check_k(self.bank_.shape[0])
-        sq, _ = self._index().search(l2_normalise(rep.features), int(self.k))
+        sq, _ = flat_index(self, faiss.IndexFlatL2).search(l2_normalise(rep.features), int(self.k))
         return np.sqrt(np.maximum(sq[:, -1].astype(np.float64), 0.0))
 
 
@@ -311,17 +317,9 @@ class NNGuide(Detector):
                 f"nnguide needs an integer 1 <= k <= {bank_size} (bank size), got {self.k}"
             )
 
-    def _index(self) -> faiss.Index:
-        # Rebuilt from the fitted bank on first use, so the fitted state stays plain arrays.
-        if getattr(self, "_faiss", None) is None or self._faiss_bank is not self.bank_:
-            self._faiss = faiss.IndexFlatIP(self.bank_.shape[1])
-            self._faiss.add(np.ascontiguousarray(self.bank_, dtype=np.float32))
-            self._faiss_bank = self.bank_
-        return self._faiss
-
     def _score(self, rep: Representation) -> np.ndarray:
         self._check_k(self.bank_.shape[0])
-        sims, _ = self._index().search(l2_normalise(rep.features), int(self.k))
+        sims, _ = flat_index(self, faiss.IndexFlatIP).search(l2_normalise(rep.features), int(self.k))
         guidance = sims.astype(np.float64).mean(axis=1)
         return -guidance * logsumexp(rep.logits)
 
