@@ -155,6 +155,8 @@ def _benchmark(args: argparse.Namespace, console: Console) -> int:
                   "group values are unweighted means over the group's datasets.")
     if result.id_accuracy is not None:
         console.print(f"ID accuracy (ID test): {100 * result.id_accuracy:.2f} %")
+    console.print(f"wall time: {result.meta['wall_time_s']:.1f} s (extraction, model preparation "
+                  f"included: {result.meta['extract_seconds']:.1f} s)")
     for det, err in result.meta.get("failures", {}).items():
         console.print(f"[red]failed[/red] {det}: {err}", highlight=False)
     console.print(f"wrote {', '.join(files)} to {out}")
@@ -193,11 +195,11 @@ def _list(args: argparse.Namespace, console: Console) -> int:
             table.add_row(name, consumes, paper_short(cls.paper.authors, cls.paper.venue,
                                                       cls.paper.year))
     elif args.what == "presets":
-        from unseen.benchmark import describe_preset, presets
+        from unseen.benchmark import describe_preset, preset_names
 
         table.add_column("preset")
         table.add_column("description")
-        for name in presets():
+        for name in preset_names():
             table.add_row(name, describe_preset(name))
     else:
         try:

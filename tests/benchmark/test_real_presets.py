@@ -227,6 +227,7 @@ def test_mnist_groups_and_ood_val(mnist, data_root: Path) -> None:
         dataclasses.replace(mnist, ood_val=rp.IDXSubset(mnist.ood_val.inner, [0, 1, 2]))
 
 
+@pytest.mark.slow
 def test_mnist_is_lossless_and_convnet_reaches_readme_accuracy(mnist, data_root: Path) -> None:
     raw = _raw_idx(data_root / "mnist" / "t10k-images-idx3-ubyte.gz")
     for split in (mnist.fit, mnist.val, mnist.test):

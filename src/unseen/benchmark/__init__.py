@@ -8,7 +8,7 @@ from unseen.benchmark.presets import (
     UnknownPresetError,
     describe_preset,
     get_preset,
-    presets,
+    preset_names,
     register_preset,
 )
 from unseen.benchmark.protocol import DetectorFailedError, run
@@ -27,7 +27,7 @@ __all__ = [
     "get_preset",
     "leaderboard",
     "load_scores",
-    "presets",
+    "preset_names",
     "register_preset",
     "run",
     "write_outputs",

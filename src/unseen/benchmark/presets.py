@@ -35,7 +35,7 @@ def register_preset(name: str) -> Callable[[F], F]:
     return add
 
 
-def presets() -> list[str]:
+def preset_names() -> list[str]:
     """Names of the registered presets, sorted."""
     return sorted(_PRESETS)
 
@@ -45,7 +45,7 @@ def _factory(name: str) -> Callable[..., BenchmarkSpec]:
         close = difflib.get_close_matches(name, _PRESETS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownPresetError(
-            f"unknown preset {name!r}{hint} (registered: {', '.join(presets())})"
+            f"unknown preset {name!r}{hint} (registered: {', '.join(preset_names())})"
         )
     return _PRESETS[name]
 

@@ -180,6 +180,7 @@ def extract_all(
                 input_std=prepared.input_std,
                 cache=False if cache_dir is None else cache_dir,
                 progress=False,
+                num_workers=spec.num_workers,
             )
             bar.advance(task)
     return reps, prepared.description
@@ -246,6 +247,7 @@ def run(
         "model": model_text,
         "sizes": {k: len(r) for k, r in reps.items()},
         "extract_seconds": extract_seconds,
+        "wall_time_s": time.perf_counter() - start,
         "failures": failures,
         "csid_accuracy": {
             n: unseen.metrics.id_accuracy(reps[f"csid/{n}"].logits, reps[f"csid/{n}"].labels)

@@ -30,6 +30,7 @@ trained on raw [0, 1] pixels; OpenOOD's own MNIST LeNet normalises). MNIST passe
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,13 @@ def stratified_split(
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-def _model_factory(name: str, root: Path, description: str) -> Callable[[Path | None], PreparedModel]:
+#: decoding workers for extraction: JPEG decoding, not the network, bounds small CIFAR models
+DECODE_WORKERS = min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _model_factory(
+    name: str, root: Path, description: str, transform: Any
+) -> Callable[[Path | None], PreparedModel]:
     arch = models.info(models.preset(name).model)
 
     def factory(_cache_dir: Path | None) -> PreparedModel:
@@ -173,6 +180,8 @@ def _model_factory(name: str, root: Path, description: str) -> Callable[[Path | 
             head=arch.head,
             input_std=arch.std if arch.std is not None else (1.0,),
             description=description,
+            model_name=arch.name,
+            transform=transform,
         )
 
     return factory
@@ -206,7 +215,10 @@ def cifar10(data_root: str | Path | None = None, model: str = "resnet56_cifar10"
     def build() -> BenchmarkSpec:
         return BenchmarkSpec(
             name="cifar10",
-            model=_model_factory(model, root, f"{model} ({arch.description}) on {CIFAR10_LABEL}"),
+            num_workers=DECODE_WORKERS,
+            model=_model_factory(
+                model, root, f"{model} ({arch.description}) on {CIFAR10_LABEL}", transform
+            ),
             fit=imglist("train_cifar10"),
             val=imglist("val_cifar10"),
             test=imglist("test_cifar10"),
@@ -256,7 +268,10 @@ def mnist(data_root: str | Path | None = None, model: str = "mnist_convnet_basel
         letters_val, letters_test = _per_class_holdout(letter_labels, NOTMNIST_VAL_PER_CLASS)
         return BenchmarkSpec(
             name="mnist",
-            model=_model_factory(model, root, f"{model} ({arch.description}) on MNIST test"),
+            num_workers=DECODE_WORKERS,
+            model=_model_factory(
+                model, root, f"{model} ({arch.description}) on MNIST test", transform
+            ),
             fit=IDXSubset(digits, fit),
             val=IDXSubset(digits, val),
             test=IDXSubset(digits, test),

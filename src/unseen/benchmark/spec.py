@@ -61,6 +61,8 @@ class BenchmarkSpec:
         near, far: OOD test sets by name.
         csid: covariate-shifted ID test sets by name (labels are ID classes); only the ID
             accuracy is reported on them.
+        num_workers: DataLoader worker processes that decode inputs during extraction (and
+            when network detectors run the model again); 0 decodes in the main process.
     """
 
     name: str
@@ -73,6 +75,7 @@ class BenchmarkSpec:
     far: dict[str, Dataset] = field(default_factory=dict)
     csid: dict[str, Dataset] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         if not self.near and not self.far:
