@@ -63,6 +63,7 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, help="data folder of real-data presets")
     p.add_argument("--model", help="model option of the preset")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     p.add_argument("--keep-going", action="store_true",
                    help="report a failing detector and continue with the others")
 
@@ -132,7 +133,7 @@ def _benchmark(args: argparse.Namespace, console: Console) -> int:
     cache = False if args.no_cache else (args.cache_dir or True)
     out = _out_dir(args, spec.name)
     result = run(spec, names, cache=cache, seed=args.seed, keep_going=args.keep_going,
-                 console=console)
+                 console=console, device=args.device)
     files = write_outputs(result, out)
 
     table = Table(title=f"unseen benchmark: {spec.name} (sorted by near-OOD AUROC)")

@@ -171,6 +171,7 @@ def extract(
             head_name, head_mod = None, None  # features only: no head to check against
     else:
         raise TypeError(f"head must be an nn.Linear or a module name, not {type(head).__name__}")
+    model.to(device)  # before the cache lookup: network detectors run it on `device` too
     reducers: dict[str, Reducer | None] = (
         dict(layers) if isinstance(layers, Mapping) else dict.fromkeys(layers)
     )
@@ -252,7 +253,7 @@ def _run(
     feats, logits, labels = [], [], []
     layer_parts: dict[str, list[np.ndarray]] = {k: [] for k in reducers}
     was_training = model.training
-    model.eval().to(device)
+    model.eval()
     columns = (TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with torch.inference_mode(), Progress(*columns, disable=not progress, transient=True) as bar:

@@ -160,8 +160,11 @@ def extract_all(
     *,
     progress: bool = True,
     console: Console | None = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, Representation], str]:
-    """Every split's representation (keys as :meth:`BenchmarkSpec.splits`) and the model's text."""
+    """Every split's representation (keys as :meth:`BenchmarkSpec.splits`) and the model's text.
+
+    ``device`` is where the model runs, here and when network detectors run it again."""
     from unseen.cache import directory
 
     cache_dir = None if cache is False else directory(None if cache is True else Path(cache))
@@ -181,6 +184,7 @@ def extract_all(
                 cache=False if cache_dir is None else cache_dir,
                 progress=False,
                 num_workers=spec.num_workers,
+                device=device,
             )
             bar.advance(task)
     return reps, prepared.description
@@ -195,6 +199,7 @@ def run(
     keep_going: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    device: str = "cpu",
 ) -> BenchmarkResult:
     """Run the protocol on ``spec`` for ``detector_names`` (default: every registered detector).
 
@@ -206,7 +211,7 @@ def run(
     classes = {n: detectors.get(n) for n in names}  # unknown names fail before any work
     seed_everything(seed)
     start = time.perf_counter()
-    reps, model_text = extract_all(spec, cache, progress=progress, console=console)
+    reps, model_text = extract_all(spec, cache, progress=progress, console=console, device=device)
     extract_seconds = time.perf_counter() - start
     test = reps["id/test"]
     ood = {g: {n: reps[f"{g}/{n}"] for n in getattr(spec, g)} for g in GROUPS if getattr(spec, g)}
