@@ -1,8 +1,7 @@
-"""The calibrate/serve subcommands (run through ``python -m unseen.guard``'s main)."""
+"""The calibrate/serve subcommands, run through the `unseen` command line."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -12,9 +11,9 @@ import pytest
 from guard_data import make_rep
 
 from unseen import Representation, detectors
+from unseen.cli import build_parser, main
 from unseen.guard import Guard
-from unseen.guard.__main__ import main
-from unseen.guard.commands import add_arguments, parse_params, read_run
+from unseen.guard.commands import parse_params, read_run
 
 
 def test_parse_params() -> None:
@@ -44,7 +43,7 @@ def test_calibrate_from_representation_files(tmp_path: Path, capsys) -> None:
     assert guard.tpr == 1.0
     code = main(["calibrate", "--train", str(tmp_path / "train.safetensors"), "--out",
                  str(tmp_path / "h")])
-    assert code == 2 and "--calib" in capsys.readouterr().err
+    assert code == 1 and "--calib" in capsys.readouterr().err
 
 
 def test_calibrate_refuses_too_small_calibration_file(tmp_path: Path, capsys) -> None:
@@ -53,14 +52,12 @@ def test_calibrate_refuses_too_small_calibration_file(tmp_path: Path, capsys) ->
     code = main(["calibrate", "--train", str(tmp_path / "train.safetensors"), "--calib",
                  str(tmp_path / "calib.safetensors"), "--detector", "msp", "--out",
                  str(tmp_path / "g")])
-    assert code == 2 and "too few" in capsys.readouterr().err
+    assert code == 1 and "too few" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
 
 
 def test_serve_defaults_to_loopback() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", "somewhere"])
+    args = build_parser().parse_args(["serve", "somewhere"])
     assert args.host == "127.0.0.1" and args.port == 8000 and args.max_batch == 64
 
 

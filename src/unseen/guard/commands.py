@@ -3,7 +3,6 @@
 ``configure_calibrate``/``configure_serve`` add the arguments to a parser;
 ``calibrate_command``/``serve_command`` run with the parsed namespace and return an exit code
 (an optional second argument, e.g. a rich Console, is accepted and unused).
-``add_arguments(subparsers)`` does both for a plain argparse CLI (``python -m unseen.guard``).
 Heavy imports happen inside the commands, so configuring a parser stays cheap.
 """
 
@@ -68,18 +67,6 @@ def configure_serve(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("--alarm-level", type=float, help="significance level of the flag-rate "
                      "alarm (default: the guard's setting, else 0.01)")
     srv.add_argument("--log-level", default="info")
-
-
-def add_arguments(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``calibrate`` and ``serve`` to ``subparsers``; ``args.func(args)`` runs one."""
-    cal = subparsers.add_parser(
-        "calibrate", help="fit a detector, calibrate a conformal threshold, write a guard dir"
-    )
-    configure_calibrate(cal)
-    cal.set_defaults(func=calibrate_command)
-    srv = subparsers.add_parser("serve", help="serve a guard directory over HTTP")
-    configure_serve(srv)
-    srv.set_defaults(func=serve_command)
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
