@@ -114,7 +114,7 @@ def main() -> int:
         port = free_port()
         base = f"http://{HOST}:{port}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "unseen.guard", "serve", str(guard_dir), "--host", HOST,
+            [sys.executable, "-m", "unseen", "serve", str(guard_dir), "--host", HOST,
              "--port", str(port), "--log-level", "warning", "--max-batch", str(max(batches))],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )

@@ -344,7 +344,7 @@ def test_real_uvicorn_process(feature_guard: Guard, tmp_path: Path) -> None:
     guard_dir = feature_guard.save(tmp_path / "guard")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unseen.guard", "serve", str(guard_dir), "--port", str(port),
+        [sys.executable, "-m", "unseen", "serve", str(guard_dir), "--port", str(port),
          "--log-level", "warning", "--max-batch", "8", "--window", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
