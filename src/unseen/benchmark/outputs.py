@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unseen._io import atomic_path
 from unseen.benchmark.result import BenchmarkResult
 
 
@@ -20,14 +20,8 @@ def save_scores(result: BenchmarkResult, path: Path) -> Path:
         for det, by_set in result.scores.items()
         for name, s in by_set.items()
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 
