@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from unseen import extract
 from unseen.extraction import HeadMismatchError, NetworkSource
@@ -83,6 +83,9 @@ def test_cache_hits_skip_the_model_and_misses_follow_the_weights(tmp_path) -> No
     np.testing.assert_allclose(third.logits, first.logits + 1.0, rtol=1e-5, atol=1e-6)
     extract(model, ds, cache=tmp_path, dataset_id="toy-v2", progress=False)
     assert len(list((tmp_path / "representations").iterdir())) == 3
+    # The key travels in meta, from a miss and from a hit alike (network outcomes are keyed by it).
+    assert first.meta["cache_key"] == second.meta["cache_key"] != third.meta["cache_key"]
+    assert (tmp_path / "representations" / f"{first.meta['cache_key']}.safetensors").is_file()
 
 
 def test_cache_needs_a_dataset_identity(tmp_path) -> None:
@@ -99,6 +102,18 @@ def test_tensor_input_is_its_own_identity(tmp_path) -> None:
     assert model.calls == calls and rep.labels is None
     extract(model, x + 1, cache=tmp_path, progress=False)
     assert model.calls > calls
+
+
+def test_a_source_subset_runs_the_model_on_those_rows_only() -> None:
+    model, ds = Net(), data(10)
+    rows = np.array([7, 2, 5])
+    for source in (extract(model, ds, progress=False).source,
+                   extract(model, ds.tensors[0], progress=False).source):
+        (x, _), = list(source.subset(rows).batches())
+        torch.testing.assert_close(x, ds.tensors[0][rows])
+    loader_source = extract(model, DataLoader(ds, batch_size=4), progress=False).source
+    with pytest.raises(TypeError, match="cannot take rows of data of type DataLoader"):
+        loader_source.subset(rows)
 
 
 def test_empty_data_is_an_error() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from unseen import cache as cache_mod
 from unseen.representation import Representation
@@ -48,6 +48,20 @@ class NetworkSource:
         for batch in _iter_batches(self.data, self.batch_size, self._loader_kwargs):
             x, y = _split_batch(batch)
             yield x.to(self.device), y
+
+    def subset(self, rows: np.ndarray) -> NetworkSource:
+        """The same model over rows ``rows`` of the data (for a detector that fits on part of it).
+        The data must be a tensor or a map-style Dataset: a DataLoader has no rows to pick."""
+        if isinstance(self.data, torch.Tensor):
+            data: Any = self.data[torch.as_tensor(np.asarray(rows, dtype=np.int64))]
+        elif isinstance(self.data, Dataset):
+            data = Subset(self.data, [int(r) for r in rows])
+        else:
+            raise TypeError(
+                f"cannot take rows of data of type {type(self.data).__name__}; extract from a "
+                "Dataset or a tensor instead of a DataLoader or iterable"
+            )
+        return replace(self, data=data)
 
 
 def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -206,6 +220,7 @@ def extract(
         cache_dir = cache_mod.directory(None if cache is True else Path(cache))
         hit = cache_mod.get(cache_dir, key)
         if hit is not None:
+            hit.meta["cache_key"] = key
             hit.source = source
             return hit
 
@@ -215,6 +230,7 @@ def extract(
     if check_head and rep.weight is not None and rep.features is not None:
         check_head_consistency(rep)
     if key is not None:
+        rep.meta["cache_key"] = key
         cache_mod.put(cache_dir, key, rep)
     rep.source = source
     return rep

@@ -250,3 +250,63 @@ def test_csid_sets_report_only_id_accuracy(registered: None) -> None:
     predicted = spec.model(None).model(x).argmax(1)
     assert result.meta["csid_accuracy"] == {"shifted": (predicted == y).float().mean().item()}
     assert "shifted" not in {r["dataset"] for r in result.records}
+
+
+class _Named(TensorDataset):
+    def identity(self) -> str:
+        return "named:" + ",".join(str(float(t.double().sum())) for t in self.tensors)
+
+
+class Probe(Detector):
+    """Runs the network: score = −(max logit · k) from a fresh forward pass."""
+
+    name = "test_probe"
+    paper = _PAPER
+    requires = frozenset({"network"})
+    grid: ClassVar[dict[str, list[Any]]] = {"k": [1.0, -1.0]}
+    passes = 0
+
+    def __init__(self, k: float = 1.0) -> None:
+        self.k = k
+
+    def _score(self, rep: Representation) -> np.ndarray:
+        out = []
+        for x, _ in rep.source.batches():
+            type(self).passes += 1
+            out.append(rep.source.model(x).detach().double().numpy().max(axis=1))
+        return -self.k * np.concatenate(out)
+
+
+def test_network_detector_outcomes_are_restored_from_the_cache(registered: None, tmp_path) -> None:
+    registry.register(Probe)
+    try:
+        spec = _spec({"a": 10, "b": 20, "c": 20})
+        for split in ("fit", "val", "test", "ood_val"):
+            setattr(spec, split, _Named(*getattr(spec, split).tensors))
+        for group in ("near", "far"):
+            getattr(spec, group).update({k: _Named(*d.tensors) for k, d in getattr(spec, group).items()})
+        names = ["test_probe", "test_column"]
+        first = run(spec, names, cache=tmp_path, progress=False)
+        passes, fits = Probe.passes, len(Column.fits)
+        assert passes > 0 and first.meta["restored"] == {}
+        second = run(spec, names, cache=tmp_path, progress=False)
+        assert Probe.passes == passes  # the network did not run again for test_probe
+        assert len(Column.fits) > fits  # cache-based detectors are scored afresh
+        assert second.records == first.records and second.search == first.search
+        for k, v in first.scores["test_probe"].items():
+            np.testing.assert_array_equal(second.scores["test_probe"][k], v)
+        assert set(second.meta["restored"]) == {"test_probe"}
+        # A damaged entry is a miss; another seed is another key; no cache stores nothing.
+        for path in (tmp_path / "outcomes").glob("*.json"):
+            path.write_text("{not json")
+        third = run(spec, names, cache=tmp_path, progress=False)
+        assert Probe.passes > passes and third.records == first.records
+        passes = Probe.passes
+        run(spec, names, cache=tmp_path, progress=False, seed=1)
+        assert Probe.passes > passes
+        assert len(list((tmp_path / "outcomes").glob("*.json"))) == 2
+        passes = Probe.passes
+        run(spec, names, cache=False, progress=False)
+        assert Probe.passes > passes
+    finally:
+        registry._REGISTRY.pop(Probe.name)

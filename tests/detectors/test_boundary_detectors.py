@@ -13,7 +13,14 @@ from scipy.spatial import distance as spd
 
 from unseen import Representation
 from unseen.detectors import MissingInputError, create, get
-from unseen.detectors.boundary import LIBMR_TRANSLATE, _smooth, fit_high, weibull_mle
+from unseen.detectors.boundary import (
+    LIBMR_TRANSLATE,
+    _bin_counts,
+    _histograms,
+    _smooth,
+    fit_high,
+    weibull_mle,
+)
 
 NAMES = ["fdbd", "nci", "gradnorm", "openmax", "weiper"]
 #: small settings so the WeiPer tests stay fast
@@ -440,3 +447,64 @@ def test_weiper_fit_in_chunks_equals_one_pass(aligned) -> None:
     for key in ("feature_range_", "perturbed_range_", "feature_density_", "perturbed_density_"):
         np.testing.assert_allclose(getattr(chunked, key), getattr(whole, key), rtol=1e-12)
     np.testing.assert_allclose(chunked.score(test), whole.score(test), rtol=1e-12)
+
+
+def test_weiper_histograms_match_searchsorted_on_edges_and_non_finite_values() -> None:
+    # The bins are guessed from the equal spacing and then corrected; the reference is the plain
+    # per-value search over np.linspace's edges (values outside count in the denominator only).
+    # Ranges down to a few float spacings wide, where the edges themselves are rounded coarsely.
+    rng = np.random.default_rng(7)
+    coarse = 0
+    for _ in range(300):
+        lo = rng.normal() * 10 ** rng.uniform(-3, 7)
+        hi = lo + abs(rng.normal()) * 10 ** rng.uniform(-12, 3)
+        n_bins = int(rng.integers(2, 300))
+        edges = np.linspace(lo, hi + 1e-8, n_bins + 1)
+        coarse += np.diff(edges).min() < 1e3 * np.spacing(np.abs(edges).max())
+        row = np.concatenate([
+            edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf),
+            rng.uniform(lo - 1, hi + 1, 300), [np.nan, np.inf, -np.inf, 1e300, -1e300],
+        ])
+        values = np.stack([row, rng.permutation(row)])
+        expected = np.zeros((2, n_bins))
+        for i, v in enumerate(values):
+            idx = np.searchsorted(edges, v, side="right") - 1
+            expected[i] = np.bincount(idx[(idx >= 0) & (idx < n_bins)], minlength=n_bins)
+        expected /= values.shape[1]
+        np.testing.assert_array_equal(_histograms(values, lo, hi, n_bins), expected)
+        np.testing.assert_array_equal(
+            _bin_counts(values, lo, hi, n_bins), (expected * values.shape[1]).sum(axis=0).round()
+        )
+    assert 20 < coarse < 280  # both the guessed and the searched bins are exercised
+
+
+def test_weiper_memo_over_score_only_params_equals_fresh_detectors(aligned) -> None:
+    train, test = aligned
+    det = create("weiper", **WEIPER_SMALL).fit(train)
+    for params in [
+        {"lambda_1": 0.1, "lambda_2": 1.0, "smoothing": 1, "smoothing_perturbed": 10},
+        {"lambda_1": 4.0, "lambda_2": 0.0, "smoothing": 10, "smoothing_perturbed": 2},
+        {"lambda_1": 2.5, "lambda_2": 0.1, "smoothing": 3, "smoothing_perturbed": 4},
+    ]:
+        got = det.set_params(**params).score(test)
+        fresh = create("weiper", **{**WEIPER_SMALL, **params}).fit(train).score(test)
+        np.testing.assert_array_equal(got, fresh)
+    assert len(det._sample_memo[1]) == 1  # one representation, scored three times
+    # a refit with another perturbation must not reuse the old histograms
+    det.set_params(perturbation_distance=0.7).fit(train)
+    fresh = create("weiper", **{**WEIPER_SMALL, **params, "perturbation_distance": 0.7}).fit(train)
+    np.testing.assert_array_equal(det.score(test), fresh.score(test))
+
+
+def test_weiper_does_not_depend_on_thread_count(aligned, monkeypatch) -> None:
+    from unseen.detectors import distance
+
+    train, test = aligned
+    before = create("weiper", **WEIPER_SMALL).fit(train)
+    monkeypatch.setattr(distance, "_worker_count", lambda: 3)
+    after = create("weiper", **WEIPER_SMALL)
+    after.chunk_size = 50  # several fit chunks, shared among the threads
+    after.fit(train)
+    for key in ("feature_range_", "perturbed_range_", "feature_density_", "perturbed_density_"):
+        np.testing.assert_allclose(getattr(after, key), getattr(before, key), rtol=1e-12)
+    np.testing.assert_allclose(after.score(test), before.score(test), rtol=1e-12)

@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
-from unseen.detectors import create
+from unseen.detectors import create, distance
 from unseen.representation import Representation
 
 
@@ -124,6 +125,40 @@ def test_knn_k_bounds() -> None:
         create("knn", k=4).fit(train)
     assert type(create("knn")).search_space(Representation(features=np.ones((20, 2))))["k"] == [
         1, 10, 20]
+
+
+@pytest.mark.parametrize("n_queries", [700, 2100, 4100])
+def test_knn_matches_float64_reference_on_faiss_blas_sizes(n_queries: int) -> None:
+    # At 64 dimensions faiss switches to BLAS at 2000 query rows: 700 rows are padded up to it,
+    # 4100 are split among threads (with 2+ cores) into slices above it.
+    rng = np.random.default_rng(41)
+    bank = np.abs(rng.normal(size=(1000, 64)))
+    x = np.abs(rng.normal(size=(n_queries, 64)))
+    zt = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    zq = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sq = 2.0 - 2.0 * zq @ zt.T  # unit rows: exact enough in float64
+    det = create("knn", k=1).fit(Representation(features=bank))
+    for k in [1, 10]:
+        expected = np.sqrt(np.maximum(np.sort(sq, axis=1)[:, k - 1], 0.0))
+        np.testing.assert_allclose(det.set_params(k=k).score(Representation(features=x)), expected,
+                                   atol=2e-6)
+
+def test_knn_grid_search_memo_equals_fresh_detectors() -> None:
+    # Scoring one representation again with another k is served from one search with the grid's
+    # largest k (here 200, the largest grid value <= 300 training samples).
+    rng = np.random.default_rng(40)
+    train = Representation(features=np.abs(rng.normal(size=(300, 6))))
+    test = Representation(features=np.abs(rng.normal(size=(90, 6))))
+    det = create("knn", k=1).fit(train)
+    for k in [1, 10, 20, 50, 100, 200, 7]:
+        got = det.set_params(k=k).score(test)
+        np.testing.assert_array_equal(got, create("knn", k=k).fit(train).score(test))
+        np.testing.assert_allclose(got, brute_knn(train.features, test.features, k), atol=2e-6)
+    assert det._knn_memo[1][test].shape == (90, 200)
+    # a refit on other data must not reuse the neighbours of the old bank
+    other = Representation(features=train.features[::-1] * 2.0 + 1.0)
+    det.set_params(k=10).fit(other)
+    np.testing.assert_array_equal(det.score(test), create("knn", k=10).fit(other).score(test))
 
 
 # -- rmds --------------------------------------------------------------------------------------
@@ -316,6 +351,108 @@ def test_relation_blocks_over_training_set() -> None:
     whole = det.score(test)
     det.bank_block = 7
     np.testing.assert_allclose(det.score(test), whole, rtol=1e-12)
+
+
+def edge_weights(train: Representation, test: Representation) -> tuple[np.ndarray, np.ndarray]:
+    """(test × train) edge weights max(cos, 0) · ⟨p, p_j⟩ in dense float64, and the test softmax p."""
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p = softmax(test.logits)
+    cos = unit(test.features) @ unit(train.features).T
+    return np.maximum(cos, 0.0) * (p @ softmax(train.logits).T), p
+
+
+def plain_relation(train: Representation, test: Representation, pw: float, threshold: float) -> np.ndarray:
+    """The dense float64 formula over all training samples at once, as the detector computed it
+    before it skipped blocks and shared them among threads."""
+    rel, _ = edge_weights(train, test)
+    return -np.where(rel > threshold, rel**pw, 0.0).sum(axis=1)
+
+
+def confident_rep(seed: int, n: int, c: int = 4, d: int = 8) -> Representation:
+    """Non-negative features and mostly confident logits, so that many blocks get skipped."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)) + 6.0 * np.eye(c)[labels] * rng.uniform(0.2, 1.5, (n, 1))
+    centres = np.abs(rng.normal(size=(c, d))) * 2.0
+    features = np.maximum(centres[labels] + rng.normal(size=(n, d)), 0.0)
+    return Representation(features=features, logits=logits, labels=labels)
+
+
+@pytest.mark.parametrize("pw", [1, 3, 8, 2.5])
+def test_relation_matches_plain_float64_formula_with_skipped_blocks(pw: float) -> None:
+    train, test = confident_rep(50, 700), confident_rep(51, 120)
+    det = create("relation", pow=pw).fit(train)
+    det.bank_block = 16
+    # τ halfway between the two edge weights nearest above 0.03: edges just on both sides of it
+    weights, p = edge_weights(train, test)
+    edges = np.sort(weights.ravel())
+    i = np.searchsorted(edges, 0.03)
+    threshold = (edges[i] + edges[i + 1]) / 2
+    assert edges[i + 1] - edges[i] < 1e-5
+    det.set_params(threshold=threshold)
+    skipped = p @ det._bank().block_max.T < threshold
+    assert 0.2 < skipped.mean() < 0.9  # both paths are exercised
+    expected = plain_relation(train, test, pw, threshold)
+    assert np.count_nonzero(expected) > 100
+    np.testing.assert_allclose(det.score(test), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("factor", "kept"), [(1 - 1e-12, True), (1 + 1e-12, False)])
+def test_relation_edge_just_above_or_below_threshold(factor: float, kept: bool) -> None:
+    # cos = 1 and ⟨p, p_j⟩ = ⟨(1/4, 3/4), (1/2, 1/2)⟩ = 1/2, so the only edge weighs 1/2.
+    train = Representation(features=[[1.0, 0.0]], logits=[[0.0, 0.0]])
+    test = Representation(features=[[3.0, 0.0]], logits=[[0.0, math.log(3.0)]])
+    got = create("relation", pow=3, threshold=0.5 * factor).fit(train).score(test)
+    np.testing.assert_allclose(got, [-0.125 if kept else 0.0], rtol=1e-12)
+
+
+def test_relation_grid_search_memo_equals_fresh_detectors() -> None:
+    train, test = confident_rep(52, 400), confident_rep(53, 70)
+    det = create("relation", pow=1).fit(train)
+    for pw in [1, 2, 4, 6, 8, 3, 1]:  # the second call computes the whole grid; 3 is off-grid
+        got = det.set_params(pow=pw).score(test)
+        fresh = create("relation", pow=pw).fit(train).score(test)
+        np.testing.assert_array_equal(got, fresh)
+        np.testing.assert_allclose(got, plain_relation(train, test, pw, 0.03), rtol=1e-12)
+    # the memo is per threshold and per fitted bank
+    det.set_params(pow=2, threshold=0.2)
+    np.testing.assert_allclose(det.score(test), plain_relation(train, test, 2, 0.2), rtol=1e-12)
+    other = confident_rep(54, 300)
+    det.fit(other)
+    np.testing.assert_allclose(det.score(test), plain_relation(other, test, 2, 0.2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_relation_and_knn_do_not_depend_on_thread_count(workers: int, monkeypatch) -> None:
+    train, test = confident_rep(55, 300), confident_rep(56, 90)
+    relation = create("relation", pow=2).fit(train)
+    relation.bank_block = 16
+    knn = create("knn", k=5).fit(train)
+    before = relation.score(test), knn.score(test)
+    monkeypatch.setattr(distance, "_worker_count", lambda: workers)
+    relation = create("relation", pow=2).fit(train)
+    relation.bank_block = 16
+    np.testing.assert_allclose(relation.score(test), before[0], rtol=1e-12)
+    np.testing.assert_allclose(create("knn", k=5).fit(train).score(test), before[1], rtol=1e-6)
+
+
+def test_scoring_leaves_blas_and_openmp_thread_counts_alone() -> None:
+    def counts():
+        return [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
+
+    before = counts()
+    train, test = confident_rep(57, 200), confident_rep(58, 50)
+    create("relation").fit(train).score(test)
+    knn = create("knn", k=3).fit(train)
+    knn.score(test)
+    knn.score(test.subset(slice(0, 1)))  # one row: searched in the calling thread itself
+    assert counts() == before
 
 
 # -- shared properties -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from unseen import extract
 from unseen.detectors import MissingInputError, create, get
-from unseen.detectors.network import gram_features, nac_edges
+from unseen.detectors.network import balanced_rows, gram_features, nac_edges
 from unseen.representation import Representation
 
 STD = (0.5, 0.25, 2.0)
@@ -224,6 +224,28 @@ def test_gram_training_samples_deviate_by_nothing(reps, fitted):
     np.testing.assert_array_equal(fitted["gram"].score(reps["train"]), 0.0)
 
 
+def test_gram_scores_lower_orders_from_one_fit_and_one_pass_per_split(model, reps):
+    high = create("gram", powers=3).fit(reps["train"], reps["val"])
+    first = high.score(reps["test"])
+    for q in (2, 1):
+        fresh = create("gram", powers=q).fit(reps["train"], reps["val"])
+        calls = model.calls
+        np.testing.assert_allclose(high.set_params(powers=q).score(reps["test"]),
+                                   fresh.score(reps["test"]), rtol=1e-12)
+        assert model.calls == calls + 1  # only `fresh` ran the network; `high` reused its pass
+    np.testing.assert_array_equal(high.set_params(powers=3).score(reps["test"]), first)
+    with pytest.raises(ValueError, match="fitted with powers=3 and cannot score powers=4"):
+        high.set_params(powers=4).score(reps["test"])
+
+
+def test_gram_refit_forgets_the_deviations_of_the_old_fit(model, reps):
+    det = create("gram", powers=2).fit(reps["val"], reps["val"])
+    det.score(reps["test"])
+    det.fit(reps["train"], reps["val"])
+    fresh = create("gram", powers=2).fit(reps["train"], reps["val"])
+    np.testing.assert_array_equal(det.score(reps["test"]), fresh.score(reps["test"]))
+
+
 def test_gram_needs_every_class_predicted(model):
     rep = rep_of(model, 3, 0)
     with pytest.raises(ValueError, match="predicted as each class"):
@@ -285,6 +307,20 @@ def test_adascale_matches_a_per_sample_reference(reps, fitted, ada_parts, name):
             expected.append(energy((w @ z + b) * r**2))
     # float32 network arithmetic, batched vs one sample at a time
     np.testing.assert_allclose(det.score(reps["test"]), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_adascale_variants_share_one_network_pass_per_representation(model):
+    train, val, test = rep_of(model, 40, 0), rep_of(model, 20, 1), rep_of(model, 9, 2)
+    a = create("adascale_a", **PARAMS["adascale_a"]).fit(train, val)
+    a.score(test)
+    calls = model.calls
+    got = create("adascale_l", **PARAMS["adascale_l"]).fit(train, val).score(test)
+    assert model.calls == calls  # val and test perturbations came from adascale_a's passes
+    other = rep_of(model, 9, 2)  # same data, a new representation: computed afresh
+    calls = model.calls
+    np.testing.assert_allclose(create("adascale_l", **PARAMS["adascale_l"]).fit(train, val)
+                               .score(other), got, rtol=1e-6)
+    assert model.calls > calls
 
 
 def test_adascale_a_with_a_fixed_percentile_is_scale(reps):
@@ -352,6 +388,32 @@ def test_nac_matches_a_loop_reference(model, reps, layer):
         expected.append(-sum(phi) / len(phi))
     np.testing.assert_allclose(det.score(reps["test"]), expected, rtol=1e-12)
     assert len(set(np.round(expected, 9))) > 1  # the scores are not all equal
+
+
+def test_balanced_rows_by_hand():
+    classes = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    rows = balanced_rows(classes, 7)
+    np.testing.assert_array_equal(np.bincount(classes[rows], minlength=3), [3, 2, 2])
+    assert list(rows) == sorted(set(rows.tolist()))
+    np.testing.assert_array_equal(balanced_rows(classes, 7), rows)  # fixed seed
+    np.testing.assert_array_equal(balanced_rows(classes, 99), np.arange(10))
+    np.testing.assert_array_equal(np.bincount(classes[balanced_rows(classes, 3)]), [1, 1, 1])
+
+
+def test_nac_fit_size_fits_on_a_class_balanced_subset(model, reps):
+    det = create("nac", O=2, beta=20, fit_size=12).fit(reps["train"])
+    rows = balanced_rows(reps["train"].labels, 12)
+    np.testing.assert_array_equal(np.bincount(reps["train"].labels[rows]), [4, 4, 4])
+    subset = extract(model, TensorDataset(*dataset(40, 0)[rows]), progress=False, input_std=STD)
+    reference = create("nac", O=2, beta=20, fit_size=None).fit(subset)
+    np.testing.assert_array_equal(det.score(reps["test"]), reference.score(reps["test"]))
+    everything = create("nac", O=2, beta=20, fit_size=None).fit(reps["train"])
+    assert np.abs(everything.score(reps["test"]) - det.score(reps["test"])).max() > 0
+
+
+def test_nac_rejects_a_bad_fit_size(reps):
+    with pytest.raises(ValueError, match="fit_size must be a positive integer"):
+        create("nac", fit_size=0).fit(reps["train"])
 
 
 def test_nac_training_samples_are_covered_by_at_least_their_own_state(reps):

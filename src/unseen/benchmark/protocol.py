@@ -32,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import unseen
 from unseen import detectors
+from unseen.benchmark import outcomes
 from unseen.benchmark.result import METRICS, BenchmarkResult
 from unseen.benchmark.spec import GROUPS, BenchmarkSpec
 from unseen.detectors.base import Detector, MissingInputError
@@ -127,19 +128,29 @@ def evaluate_detector(
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Records (per dataset and group means) and scores of a fitted detector on the test sets."""
     scores = {"id": det.score(test)}
-    records = []
-    for group, sets in ood.items():
-        rows = []
+    for sets in ood.values():
         for name, rep in sets.items():
             scores[name] = det.score(rep)
+    return records_from_scores(det.name, hparams, scores, {g: list(s) for g, s in ood.items()}), scores
+
+
+def records_from_scores(
+    detector: str, hparams: dict[str, Any], scores: dict[str, np.ndarray], ood: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """One record per OOD dataset (ID test ``scores["id"]`` against its scores) and one per group
+    with the unweighted mean over the group's datasets."""
+    records = []
+    for group, names in ood.items():
+        rows = []
+        for name in names:
             metrics = unseen.metrics.evaluate(scores["id"], scores[name])
             rows.append({k: float(metrics[k]) for k in METRICS})
-            records.append({"detector": det.name, "hparams": hparams, "group": group,
+            records.append({"detector": detector, "hparams": hparams, "group": group,
                             "dataset": name, **rows[-1]})
         mean = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
-        records.append({"detector": det.name, "hparams": hparams, "group": group,
+        records.append({"detector": detector, "hparams": hparams, "group": group,
                         "dataset": "mean", **mean})
-    return records, scores
+    return records
 
 
 def seed_everything(seed: int) -> None:
@@ -154,6 +165,12 @@ def _progress(console: Console | None, enabled: bool) -> Progress:
     return Progress(*columns, console=console, disable=not enabled, transient=True)
 
 
+def _cache_dir(cache: bool | str | os.PathLike[str]) -> Path | None:
+    from unseen.cache import directory
+
+    return None if cache is False else directory(None if cache is True else Path(cache))
+
+
 def extract_all(
     spec: BenchmarkSpec,
     cache: bool | str | os.PathLike[str],
@@ -165,9 +182,7 @@ def extract_all(
     """Every split's representation (keys as :meth:`BenchmarkSpec.splits`) and the model's text.
 
     ``device`` is where the model runs, here and when network detectors run it again."""
-    from unseen.cache import directory
-
-    cache_dir = None if cache is False else directory(None if cache is True else Path(cache))
+    cache_dir = _cache_dir(cache)
     prepared = spec.model(cache_dir)
     splits = spec.splits()
     reps = {}
@@ -205,7 +220,9 @@ def run(
 
     ``cache``: ``True`` for the default cache directory (``$UNSEEN_CACHE_DIR`` or
     ``~/.cache/unseen``), a directory, or ``False`` to extract (and train) afresh and store
-    nothing.
+    nothing. With a cache, the outcomes of network-in-the-loop detectors are stored too and
+    restored on the next run of the same benchmark (:mod:`unseen.benchmark.outcomes`); they are
+    listed with their original seconds in ``meta["restored"]``.
     """
     names = list(detectors.names() if detector_names is None else detector_names)
     classes = {n: detectors.get(n) for n in names}  # unknown names fail before any work
@@ -215,6 +232,8 @@ def run(
     extract_seconds = time.perf_counter() - start
     test = reps["id/test"]
     ood = {g: {n: reps[f"{g}/{n}"] for n in getattr(spec, g)} for g in GROUPS if getattr(spec, g)}
+    cache_dir = _cache_dir(cache)
+    restored: dict[str, float] = {}
 
     records: list[dict[str, Any]] = []
     scores: dict[str, dict[str, np.ndarray]] = {}
@@ -227,11 +246,26 @@ def run(
             bar.update(task, description=f"score {name}")
             seed_everything(seed)
             t0 = time.perf_counter()
+            key = None
+            if cache_dir is not None and outcomes.cacheable(cls):
+                key = outcomes.key(cls, reps, seed)
+            stored = None if key is None else outcomes.load(cache_dir, key)
             try:
-                det, hparams, logs[name] = search(
-                    cls, reps["id/fit"], reps["id/val"], reps["ood_val"]
-                )
-                recs, scores[name] = evaluate_detector(det, hparams, test, ood)
+                if stored is not None:
+                    hparams, logs[name], scores[name] = (
+                        stored["hparams"], stored["search"], stored["scores"]
+                    )
+                    recs = records_from_scores(name, hparams, scores[name],
+                                               {g: list(sets) for g, sets in ood.items()})
+                    restored[name] = stored["seconds"]
+                else:
+                    det, hparams, logs[name] = search(
+                        cls, reps["id/fit"], reps["id/val"], reps["ood_val"]
+                    )
+                    recs, scores[name] = evaluate_detector(det, hparams, test, ood)
+                    if key is not None:
+                        outcomes.save(cache_dir, key, hparams, logs[name],
+                                      time.perf_counter() - t0, scores[name])
             except Exception as exc:
                 if not keep_going:
                     raise DetectorFailedError(
@@ -254,6 +288,7 @@ def run(
         "extract_seconds": extract_seconds,
         "wall_time_s": time.perf_counter() - start,
         "failures": failures,
+        "restored": restored,
         "csid_accuracy": {
             n: unseen.metrics.id_accuracy(reps[f"csid/{n}"].logits, reps[f"csid/{n}"].labels)
             for n in spec.csid

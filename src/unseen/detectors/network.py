@@ -339,7 +339,7 @@ class Gram(_NetworkDetector):
     ŷ the predicted class (from the cached logits), Mins/Maxs the per-class extremes of each Gram
     feature over the training samples predicted as that class, E_val the mean layer deviation of
     the ID validation samples. Sastry & Oore, ICML 2020. Default p = 1..10 (``powers=10``, the
-    paper's); grid powers ∈ {1, 5, 10} (ours: OpenOOD v1.5 has no search for it).
+    paper's); grid powers ∈ {10, 5, 1} (ours: OpenOOD v1.5 has no search for it).
 
     ``layers``: module names whose outputs are used. Default: every direct child of the model
     whose output is a feature map (≥ 3-D), e.g. ``conv1``, ``bn1``, ``layer1``..``layer4``,
@@ -354,6 +354,12 @@ class Gram(_NetworkDetector):
     do not. OpenOOD v1.5's ``gram`` differs more: it takes Mins/Maxs by true label, collapses
     each Gram vector to its sum before comparing, updates Maxs with the batch minimum, and skips
     the validation normalisation.
+
+    ``powers`` only changes scoring up to the order fitted: a detector fitted with ``powers=P``
+    keeps the ranges and validation means of every order p ≤ P, so ``set_params(powers=q)`` with
+    q ≤ P scores as a detector fitted with q (the grid lists the largest order first, so one fit
+    and one pass of the network per split serve the whole grid). Per-order deviations are
+    memoised per representation for the same reason.
     """
 
     name = "gram"
@@ -366,20 +372,21 @@ class Gram(_NetworkDetector):
     )
     requires = frozenset({"logits", "network"})
     needs_val = True
-    grid: ClassVar[dict[str, list[Any]]] = {"powers": [1, 5, 10]}
+    grid: ClassVar[dict[str, list[Any]]] = {"powers": [10, 5, 1]}
+    score_params = frozenset({"powers"})
 
     def __init__(self, layers: list[str] | None = None, powers: int = 10) -> None:
         self.layers = layers
         self.powers = powers
 
-    def _batches(self, rep: Representation) -> Iterator[tuple[slice, list[np.ndarray]]]:
+    def _batches(self, rep: Representation, powers: int) -> Iterator[tuple[slice, list[np.ndarray]]]:
         """Batch by batch: the rows covered and, per layer, their (B, P, C) Gram features (so
         nothing of size N × features is ever held)."""
         store: dict[str, torch.Tensor] = {}
 
         def keep(name: str) -> Hook:
             def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-                store[name] = gram_features(out, int(self.powers))
+                store[name] = gram_features(out, powers)
             return hook
 
         model, start = rep.source.model, 0
@@ -391,18 +398,24 @@ class Gram(_NetworkDetector):
                 start += len(x)
 
     def _layer_deviations(self, rep: Representation) -> np.ndarray:
-        """(N, L) deviation of each row at each layer from its predicted class's ranges."""
+        """(N, L, P) deviation of each row at each layer and order from its predicted class's
+        ranges, P the fitted order; memoised per representation (and its source)."""
+        memo = self.__dict__.setdefault("_deviations", weakref.WeakKeyDictionary())
+        hit = memo.get(rep)
+        if hit is not None and hit[0] is rep.source:
+            return hit[1]
         pred = np.asarray(rep.logits).argmax(axis=1)
         out = []
-        for rows, feats in self._batches(rep):
+        for rows, feats in self._batches(rep, self.powers_):
             devs = []
             for f, lo, hi in zip(feats, self.mins_, self.maxs_, strict=True):
                 m, big = lo[pred[rows]], hi[pred[rows]]
                 below = np.maximum(m - f, 0.0) / (np.abs(m) + 1e-6)
                 above = np.maximum(f - big, 0.0) / (np.abs(big) + 1e-6)
-                devs.append((below + above).reshape(len(f), -1).sum(axis=1))
+                devs.append((below + above).sum(axis=2))  # (B, P): summed over the C features
             out.append(np.stack(devs, axis=1))
-        return np.concatenate(out)
+        memo[rep] = (rep.source, np.concatenate(out))
+        return memo[rep][1]
 
     def _class_ranges(self, train: Representation) -> None:
         """Per layer, the (classes, P, C) minimum and maximum of each Gram feature over the
@@ -410,7 +423,7 @@ class Gram(_NetworkDetector):
         pred = np.asarray(train.logits).argmax(axis=1)
         n_classes = train.logits.shape[1]
         self.mins_, self.maxs_ = [], []
-        for rows, feats in self._batches(train):
+        for rows, feats in self._batches(train, self.powers_):
             if not self.mins_:
                 self.mins_ = [np.full((n_classes, *f.shape[1:]), np.inf) for f in feats]
                 self.maxs_ = [np.full((n_classes, *f.shape[1:]), -np.inf) for f in feats]
@@ -420,9 +433,14 @@ class Gram(_NetworkDetector):
                     np.minimum(lo[c], f[p == c].min(axis=0), out=lo[c])
                     np.maximum(hi[c], f[p == c].max(axis=0), out=hi[c])
 
-    def _fit(self, train: Representation, val: Representation | None) -> None:
+    def _check_powers(self) -> None:
         if not (isinstance(self.powers, int | np.integer) and self.powers >= 1):
             raise ValueError(f"gram powers must be an integer >= 1, got {self.powers}")
+
+    def _fit(self, train: Representation, val: Representation | None) -> None:
+        self._check_powers()
+        self.__dict__.pop("_deviations", None)  # they depend on the ranges fitted below
+        self.powers_ = int(self.powers)
         if self.layers is not None:
             if isinstance(self.layers, str) or not self.layers:
                 raise TypeError("gram layers must be a non-empty list of module names")
@@ -444,10 +462,18 @@ class Gram(_NetworkDetector):
                 f"{missing[:10]} have none"
             )
         self._class_ranges(train)
-        self.val_mean_ = self._layer_deviations(val).mean(axis=0)
+        self.val_mean_ = self._layer_deviations(val).mean(axis=0)  # (L, P)
 
     def _score(self, rep: Representation) -> np.ndarray:
-        return (self._layer_deviations(rep) / (self.val_mean_ + 1e-7)).sum(axis=1)
+        self._check_powers()
+        if self.powers > self.powers_:
+            raise ValueError(
+                f"gram was fitted with powers={self.powers_} and cannot score powers={self.powers}; "
+                "fit again with the larger order"
+            )
+        q = int(self.powers)
+        devs = self._layer_deviations(rep)[:, :, :q].sum(axis=2)
+        return (devs / (self.val_mean_[:, :q].sum(axis=1) + 1e-7)).sum(axis=1)
 
 
 # -- AdaSCALE --------------------------------------------------------------------------------
@@ -461,6 +487,12 @@ def _adascale_perturb(x: torch.Tensor, grad: torch.Tensor, fraction: float,
     order = torch.argsort(flat.abs(), dim=1, stable=True)[:, :n]
     mask = torch.zeros_like(flat).scatter_(1, order, 1.0)
     return x + magnitude * (flat.sign() * mask).reshape(x.shape)
+
+
+#: rep -> (source, o, z, z̃), see _AdaScale._shift
+_SHIFTS: weakref.WeakKeyDictionary[Representation, tuple[Any, float, np.ndarray, np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class _AdaScale(_NetworkDetector):
@@ -521,15 +553,15 @@ class _AdaScale(_NetworkDetector):
     def _shift(self, rep: Representation) -> tuple[np.ndarray, np.ndarray]:
         """Features z and the features z̃ of the perturbed inputs, both (N, D) float64.
 
-        Memoised per representation and ``o``: the percentile (a score-only hyperparameter)
-        does not change them, so a grid search runs the network once per split, not per point.
+        Memoised per representation (and its source) and ``o``, shared by every AdaSCALE
+        detector: neither the percentile (a score-only hyperparameter) nor the variant (A or L)
+        changes them, so a benchmark runs the network once per split for both variants' grids.
         """
-        memo = self.__dict__.setdefault("_shifts", weakref.WeakKeyDictionary())
-        hit = memo.get(rep)
-        if hit is not None and hit[0] == self.o:
-            return hit[1], hit[2]
+        hit = _SHIFTS.get(rep)
+        if hit is not None and hit[0] is rep.source and hit[1] == self.o:
+            return hit[2], hit[3]
         z, z_tilde = self._run_shift(rep)
-        memo[rep] = (self.o, z, z_tilde)
+        _SHIFTS[rep] = (rep.source, self.o, z, z_tilde)
         return z, z_tilde
 
     def _run_shift(self, rep: Representation) -> tuple[np.ndarray, np.ndarray]:
@@ -670,6 +702,17 @@ def nac_edges(m: int) -> np.ndarray:
     return np.append(edges, 1.2)
 
 
+def balanced_rows(classes: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``n`` rows spread over the classes as evenly as they allow: each class's
+    rows are shuffled (fixed ``seed``) and the classes take turns, in class order."""
+    rng = np.random.default_rng(seed)
+    turn = np.empty(len(classes), dtype=np.int64)
+    for c in np.unique(classes):
+        idx = np.flatnonzero(classes == c)
+        turn[rng.permutation(idx)] = np.arange(len(idx))
+    return np.sort(np.lexsort((classes, turn))[:n])
+
+
 @register
 class NAC(_NetworkDetector):
     """Neuron activation coverage (NAC-UE): how well the training data cover each neuron's state.
@@ -687,11 +730,13 @@ class NAC(_NetworkDetector):
 
     ``layers``: module names; default None = the penultimate features (the head's input, or the
     extraction's feature module), the authors' ``avgpool`` configuration. Defaults M = 50, O = 50,
-    β = 100 and grid O ∈ {10, 50} (the authors' CIFAR-10 ``avgpool`` settings and sweep).
-    Simplifications: one (M, O, β) shared by all layers (the authors tune them per layer); the
-    coverage is built on all rows of the training representation (the authors: a class-balanced
-    subset of 1000 training images; extract such a subset to match). M must be even (the authors'
-    edges assume it). The paper writes Φ with a density; the code, and we, use bin counts.
+    β = 100 and grid O ∈ {10, 50} (the authors' CIFAR-10 ``avgpool`` settings and sweep). The
+    coverage is built on a class-balanced subset of ``fit_size`` training rows (default 1000, as
+    the authors; O counts states, so it is tuned for that size), drawn with a fixed seed by
+    :func:`balanced_rows` (by label, or by predicted class without labels); ``fit_size=None``
+    uses every row. Simplifications: one (M, O, β) shared by all layers (the authors tune them
+    per layer). M must be even (the authors' edges assume it). The paper writes Φ with a density;
+    the code, and we, use bin counts.
     """
 
     name = "nac"
@@ -707,12 +752,18 @@ class NAC(_NetworkDetector):
     score_params = frozenset({"O"})
 
     def __init__(
-        self, layers: list[str] | None = None, M: int = 50, O: float = 50, beta: float = 100
+        self,
+        layers: list[str] | None = None,
+        M: int = 50,
+        O: float = 50,
+        beta: float = 100,
+        fit_size: int | None = 1000,
     ) -> None:
         self.layers = layers
         self.M = M
         self.O = O
         self.beta = beta
+        self.fit_size = fit_size
 
     def _check(self) -> None:
         if not (isinstance(self.M, int | np.integer) and self.M >= 4 and self.M % 2 == 0):
@@ -721,6 +772,10 @@ class NAC(_NetworkDetector):
         _check_positive("nac beta", self.beta)
         if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
             raise TypeError("nac layers must be a non-empty list of module names, or None")
+        if self.fit_size is not None and not (
+            isinstance(self.fit_size, int | np.integer) and self.fit_size >= 1
+        ):
+            raise ValueError(f"nac fit_size must be a positive integer or None, got {self.fit_size!r}")
 
     def _states(self, rep: Representation) -> list[np.ndarray]:
         """Per layer, the (N, units) sigmoid states of every row of ``rep``."""
@@ -762,6 +817,12 @@ class NAC(_NetworkDetector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         self._check()
+        if self.fit_size is not None and len(train) > self.fit_size:
+            classes = train.labels if train.labels is not None else train.logits.argmax(axis=1)
+            rows = balanced_rows(np.asarray(classes), int(self.fit_size))
+            part = train.subset(rows)
+            part.source = train.source.subset(rows)
+            train = part
         edges = nac_edges(int(self.M))
         self.counts_ = []
         for states in self._states(train):

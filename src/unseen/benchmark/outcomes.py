@@ -1,0 +1,81 @@
+"""On-disk cache of network-in-the-loop detectors' benchmark outcomes.
+
+A detector that runs the network again (``"network"`` in ``requires``) costs a pass of the
+model over every split for every fit, which is the benchmark's extraction cost all over again.
+Its outcome (search log, chosen hyperparameters, test scores) is a function of the splits'
+representations, the detector's code and grid, and the seed, so it is stored under a key made
+of exactly those and restored on the next run; the cache-based detectors are always scored
+afresh. An entry is two files under ``<cache>/outcomes/``: ``<key>.npz`` (scores, written
+first) and ``<key>.json`` (the rest, written last, so its presence marks a complete entry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import unseen
+from unseen._io import atomic_path, write_text
+from unseen.detectors.base import Detector
+from unseen.representation import Representation
+
+#: bump when what an entry holds changes meaning
+FORMAT = 1
+
+
+def cacheable(cls: type[Detector]) -> bool:
+    return "network" in cls.requires
+
+
+def _code_digest(cls: type[Detector]) -> str:
+    # The class's whole module: helpers outside the class change its outcome too.
+    return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()
+
+
+def key(cls: type[Detector], reps: dict[str, Representation], seed: int) -> str | None:
+    """The entry's key, or None when a split has no extraction-cache key (extracted uncached)."""
+    splits = {name: rep.meta.get("cache_key") for name, rep in reps.items()}
+    if not all(isinstance(v, str) for v in splits.values()):
+        return None
+    blob = json.dumps(
+        {
+            "format": FORMAT,
+            "unseen": unseen.__version__,
+            "detector": f"{cls.__module__}.{cls.__qualname__}",
+            "code": _code_digest(cls),
+            "grid": cls.grid,
+            "splits": splits,
+            "seed": seed,
+        },
+        sort_keys=True,
+        default=repr,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load(cache_dir: Path, k: str) -> dict[str, Any] | None:
+    """The stored outcome (``hparams``, ``search``, ``seconds``, ``scores``), or None on a miss
+    (a damaged entry counts as one)."""
+    meta_path, scores_path = cache_dir / "outcomes" / f"{k}.json", cache_dir / "outcomes" / f"{k}.npz"
+    try:
+        outcome = json.loads(meta_path.read_text(encoding="utf-8"))
+        with np.load(scores_path, allow_pickle=False) as data:
+            outcome["scores"] = {name: data[name] for name in outcome["score_names"]}
+    except (OSError, ValueError, KeyError):
+        return None
+    return outcome
+
+
+def save(cache_dir: Path, k: str, hparams: dict[str, Any], search: list[dict[str, Any]],
+         seconds: float, scores: dict[str, np.ndarray]) -> None:
+    folder = cache_dir / "outcomes"
+    with atomic_path(folder / f"{k}.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **scores)
+    write_text(folder / f"{k}.json", json.dumps(
+        {"hparams": hparams, "search": search, "seconds": seconds, "score_names": list(scores)}
+    ))
