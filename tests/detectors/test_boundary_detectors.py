@@ -497,11 +497,11 @@ def test_weiper_memo_over_score_only_params_equals_fresh_detectors(aligned) -> N
 
 
 def test_weiper_does_not_depend_on_thread_count(aligned, monkeypatch) -> None:
-    from unseen.detectors import distance
+    from unseen.detectors import _threads
 
     train, test = aligned
     before = create("weiper", **WEIPER_SMALL).fit(train)
-    monkeypatch.setattr(distance, "_worker_count", lambda: 3)
+    monkeypatch.setattr(_threads, "worker_count", lambda: 3)
     after = create("weiper", **WEIPER_SMALL)
     after.chunk_size = 50  # several fit chunks, shared among the threads
     after.fit(train)

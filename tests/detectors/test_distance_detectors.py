@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from unseen.detectors import create, distance
+from unseen.detectors import _threads, create
 from unseen.representation import Representation
 
 
@@ -435,7 +435,7 @@ def test_relation_and_knn_do_not_depend_on_thread_count(workers: int, monkeypatc
     relation.bank_block = 16
     knn = create("knn", k=5).fit(train)
     before = relation.score(test), knn.score(test)
-    monkeypatch.setattr(distance, "_worker_count", lambda: workers)
+    monkeypatch.setattr(_threads, "worker_count", lambda: workers)
     relation = create("relation", pow=2).fit(train)
     relation.bank_block = 16
     np.testing.assert_allclose(relation.score(test), before[0], rtol=1e-12)

@@ -74,7 +74,7 @@ def load(cache_dir: Path, k: str) -> dict[str, Any] | None:
 def save(cache_dir: Path, k: str, hparams: dict[str, Any], search: list[dict[str, Any]],
          seconds: float, scores: dict[str, np.ndarray]) -> None:
     folder = cache_dir / "outcomes"
-    with atomic_path(folder / f"{k}.npz") as tmp, open(tmp, "wb") as fh:
+    with atomic_path(folder / f"{k}.npz") as tmp, tmp.open("wb") as fh:
         np.savez(fh, **scores)
     write_text(folder / f"{k}.json", json.dumps(
         {"hparams": hparams, "search": search, "seconds": seconds, "score_names": list(scores)}

@@ -8,6 +8,7 @@ convention: **higher score = more OOD**.
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -213,6 +214,22 @@ class Detector:
             raise MissingInputError(
                 f"{self.name}.{where} needs {what}, which this Representation lacks"
             )
+
+
+def rep_memo(owner: Detector, attr: str, *state: Any) -> weakref.WeakKeyDictionary:
+    """A memo of per-representation results, kept on ``owner`` under ``attr``.
+
+    It starts empty again whenever any of ``state`` (fitted arrays, a hyperparameter) is not the
+    very object it was made for, so a refit never reads results of the old fit. Entries go with
+    their representation; they assume its arrays are not changed in place.
+    """
+    held = owner.__dict__.get(attr)
+    if held is None or len(held[0]) != len(state) or any(
+        a is not b for a, b in zip(held[0], state, strict=False)
+    ):
+        held = (state, weakref.WeakKeyDictionary())
+        owner.__dict__[attr] = held
+    return held[1]
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

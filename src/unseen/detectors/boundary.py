@@ -8,15 +8,14 @@ representation in ``fit`` and store it, so scoring needs only the features.
 
 from __future__ import annotations
 
-import weakref
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import brentq
 
-from unseen.detectors.base import Detector, Paper, logsumexp, softmax
-from unseen.detectors.distance import map_threads, split_rows
+from unseen.detectors._threads import map_threads, split_rows
+from unseen.detectors.base import Detector, Paper, logsumexp, rep_memo, softmax
 from unseen.detectors.registry import register
 from unseen.representation import Representation
 
@@ -594,11 +593,9 @@ class WeiPer(Detector):
         in place between calls.
         """
         w_tilde, b_tilde = self._perturbed_head()
-        key = (w_tilde, b_tilde, self.feature_range_, self.perturbed_range_)
-        memo = self.__dict__.get("_sample_memo")
-        if memo is None or not all(a is b for a, b in zip(memo[0], key, strict=True)):
-            memo = self._sample_memo = (key, weakref.WeakKeyDictionary())
-        hit = memo[1].get(rep)
+        memo = rep_memo(self, "_sample_memo", w_tilde, b_tilde, self.feature_range_,
+                        self.perturbed_range_)
+        hit = memo.get(rep)
         if hit is not None:
             return hit
         features = np.asarray(rep.features, dtype=np.float64)
@@ -615,7 +612,7 @@ class WeiPer(Detector):
             return density, density_p, (1.0 / heads.sum(axis=2)).mean(axis=1)
 
         parts = map_threads(terms, split_rows(len(features)))
-        memo[1][rep] = result = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+        memo[rep] = result = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
         return result
 
     def _score(self, rep: Representation) -> np.ndarray:

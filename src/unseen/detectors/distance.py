@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from unseen.detectors.base import Detector, Paper, logsumexp, softmax
+from unseen.detectors import _threads
+from unseen.detectors._threads import map_threads
+from unseen.detectors.base import Detector, Paper, logsumexp, rep_memo, softmax
 from unseen.detectors.registry import register
 from unseen.representation import Representation
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def class_means(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,16 +155,14 @@ class KNN(Detector):
     def _score(self, rep: Representation) -> np.ndarray:
         n_bank, k = self.bank_.shape[0], int(self.k)
         self._check_k(n_bank)
-        memo = self.__dict__.get("_knn_memo")
-        if memo is None or memo[0] is not self.bank_:
-            memo = self._knn_memo = (self.bank_, weakref.WeakKeyDictionary())
-        seen = memo[1].get(rep)
+        memo = rep_memo(self, "_knn_memo", self.bank_)
+        seen = memo.get(rep)
         if seen is None or seen.shape[1] < k:
             # The same representation scored again with another k is a grid search: one search
             # for the grid's largest k serves every smaller one (faiss computes each distance
             # the same way whatever k, so the k-th value does not change).
             width = k if seen is None else max([k, *(g for g in self.grid["k"] if g <= n_bank)])
-            memo[1][rep] = seen = self._search(l2_normalise(rep.features), width)
+            memo[rep] = seen = self._search(l2_normalise(rep.features), width)
         return np.sqrt(np.maximum(seen[:, k - 1].astype(np.float64), 0.0))
 
     def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
@@ -183,7 +174,7 @@ class KNN(Detector):
         # only in slices above that size, and a smaller set is padded up to it with zero rows
         # when that costs less than the row-by-row kernel.
         blas_rows = -(-int(faiss.cvar.distance_compute_blas_threshold) // dim)
-        step = -(-n // max(1, min(_worker_count(), n // blas_rows)))
+        step = -(-n // max(1, min(_threads.worker_count(), n // blas_rows)))
 
         def search(start: int) -> np.ndarray:
             rows = queries[start : start + step]
@@ -373,53 +364,6 @@ class NNGuide(Detector):
         return -guidance * logsumexp(rep.logits)
 
 
-_BLAS_LIMIT_LOCK = threading.Lock()
-
-
-def _renew_lock() -> None:
-    # A child forked while another thread held the lock would otherwise wait for it forever.
-    global _BLAS_LIMIT_LOCK
-    _BLAS_LIMIT_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_lock)
-
-
-def _worker_count() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
-
-
-def split_rows(n: int) -> list[slice]:
-    """``n`` rows in one contiguous slice per worker thread of :func:`map_threads`."""
-    step = -(-n // _worker_count())
-    return [slice(i, i + step) for i in range(0, n, step)]
-
-
-def map_threads(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-    """``[fn(item) for item in items]`` on one Python thread per core, BLAS single-threaded.
-
-    Blockwise kernels make hundreds of small NumPy/BLAS (or torch) calls per chunk. A
-    multi-threaded library synchronises its threads at every call, and when another process
-    holds a core each of those barriers waits for the scheduler: the kernel then runs 5-20×
-    slower. Independent Python threads never wait on each other (NumPy releases the GIL in BLAS
-    calls and ufunc loops), so they use both cores of an idle machine and degrade only in
-    proportion on a busy one. The lock stops two callers from interleaving threadpoolctl's
-    process-wide limit, which restores whatever it found on entry.
-    """
-    workers = min(_worker_count(), len(items))
-    if workers <= 1:
-        return [fn(item) for item in items]
-    with _BLAS_LIMIT_LOCK, threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
-        workers, thread_name_prefix="unseen"
-    ) as pool:
-        return list(pool.map(fn, items))
-
-
 @dataclass(frozen=True)
 class _RelationBank:
     """The training side of ``relation`` laid out for scoring; derived from the fitted state."""
@@ -538,17 +482,15 @@ class Relation(Detector):
     def _score(self, rep: Representation) -> np.ndarray:
         self._check_params()
         bank = self._bank()
-        memo = self.__dict__.get("_degree_memo")
-        if memo is None or memo[0][0] is not bank or memo[0][1] != self.threshold:
-            memo = self._degree_memo = ((bank, self.threshold), weakref.WeakKeyDictionary())
-        seen = memo[1].get(rep)
+        memo = rep_memo(self, "_degree_memo", bank, self.threshold)
+        seen = memo.get(rep)
         if seen is not None and self.pow in seen:
             return -seen[self.pow]
         # The same representation scored again with another pow is a grid search: one pass gets
         # the degrees for the whole grid, since the edge weights cost far more than the powers.
         exponents = [self.pow] if seen is None else sorted({self.pow, *self.grid["pow"]})
         degrees = dict(zip(exponents, self._degrees(rep, bank, exponents), strict=True))
-        memo[1][rep] = {**(seen or {}), **degrees}
+        memo[rep] = {**(seen or {}), **degrees}
         return -degrees[self.pow]
 
     def _degrees(self, rep: Representation, bank: _RelationBank, exponents: list[float]) -> np.ndarray:
@@ -589,7 +531,7 @@ class Relation(Detector):
                     out[i, rows] += powered.sum(axis=1)
             return out
 
-        workers = _worker_count()
+        workers = _threads.worker_count()
         # Interleaved, so that every worker gets blocks of every class; the partial degrees are
         # added in a fixed order, so scores do not depend on thread timing.
         parts = map_threads(degrees, [range(w, len(bank.block_max), workers) for w in range(workers)])

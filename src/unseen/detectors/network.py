@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unseen.detectors.base import Detector, Paper, logsumexp, softmax
+from unseen.detectors.base import Detector, Paper, logsumexp, rep_memo, softmax
 from unseen.detectors.registry import register
 from unseen.representation import Representation
 
@@ -400,7 +400,7 @@ class Gram(_NetworkDetector):
     def _layer_deviations(self, rep: Representation) -> np.ndarray:
         """(N, L, P) deviation of each row at each layer and order from its predicted class's
         ranges, P the fitted order; memoised per representation (and its source)."""
-        memo = self.__dict__.setdefault("_deviations", weakref.WeakKeyDictionary())
+        memo = rep_memo(self, "_deviations", self.mins_, self.maxs_)
         hit = memo.get(rep)
         if hit is not None and hit[0] is rep.source:
             return hit[1]
@@ -439,7 +439,6 @@ class Gram(_NetworkDetector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         self._check_powers()
-        self.__dict__.pop("_deviations", None)  # they depend on the ranges fitted below
         self.powers_ = int(self.powers)
         if self.layers is not None:
             if isinstance(self.layers, str) or not self.layers:
