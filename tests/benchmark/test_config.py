@@ -12,7 +12,7 @@ from PIL import Image
 
 from unseen.benchmark import SpecError, run
 from unseen.benchmark.config import ConfigError, load_config
-from unseen.benchmark.protocol import extract_all
+from unseen.benchmark.protocols.ood import extract_all
 
 FACTORY = '''
 import torch

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from unseen import Representation
 from unseen.benchmark import BenchmarkSpec, DetectorFailedError, PreparedModel, SpecError, run
-from unseen.benchmark.protocol import grid_points, search
+from unseen.benchmark.protocols.ood import grid_points, search
 from unseen.detectors import registry
 from unseen.detectors.base import Detector, Paper
 

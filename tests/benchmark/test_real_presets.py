@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unseen.benchmark import real_presets as rp
+from unseen.benchmark.presets import real as rp
 from unseen.benchmark.spec import SpecError, sample_keys
 from unseen.data import IDXDataset, mnist_transform
 

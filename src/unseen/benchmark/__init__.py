@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from unseen.benchmark import real_presets  # noqa: F401  (registers cifar10 and mnist)
 from unseen.benchmark.outputs import leaderboard, load_scores, write_outputs
 from unseen.benchmark.presets import (
     UnknownPresetError,
@@ -11,7 +10,7 @@ from unseen.benchmark.presets import (
     preset_names,
     register_preset,
 )
-from unseen.benchmark.protocol import DetectorFailedError, run
+from unseen.benchmark.protocols.ood import DetectorFailedError, run
 from unseen.benchmark.result import BenchmarkResult
 from unseen.benchmark.spec import AsOOD, BenchmarkSpec, PreparedModel, SpecError
 

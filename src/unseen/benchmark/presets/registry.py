@@ -5,10 +5,9 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from unseen.benchmark.spec import BenchmarkSpec, PreparedModel
+from unseen.benchmark.spec import BenchmarkSpec
 
 F = TypeVar("F", bound=Callable[..., BenchmarkSpec])
 _PRESETS: dict[str, Callable[..., BenchmarkSpec]] = {}
@@ -70,37 +69,3 @@ def get_preset(name: str, **options: Any) -> BenchmarkSpec:
             f"preset {name!r} takes no option(s) {unknown}; it takes {preset_options(name)}"
         )
     return factory(**options)
-
-
-@register_preset("digits")
-def digits(seed: int = 0) -> BenchmarkSpec:
-    """Embedded: scikit-learn 8x8 digits 0-5 vs digits 6-9 (near), image patches and noise (far)."""
-    from unseen.benchmark.digits_model import trained_model
-    from unseen.data.digits import ID_CLASSES, digits_splits
-    from unseen.data.transforms import CenterCrop, Compose, Grayscale, Resize, ToTensor
-
-    splits = digits_splits(seed)
-
-    def model(cache_dir: Path | None) -> PreparedModel:
-        net = trained_model(splits.fit, len(ID_CLASSES), seed, cache_dir)
-        return PreparedModel(
-            net,
-            head="head",
-            input_std=(1.0,),
-            description="DigitsCNN (2 conv + 128-unit layer), trained on ID fit",
-            model_name="digits_cnn",
-            # an 8-bit 8×8 image maps to [0, 1] exactly as the digits' pixel / 16 does
-            transform=Compose([Grayscale(), Resize(8), CenterCrop(8), ToTensor()]),
-        )
-
-    return BenchmarkSpec(
-        name="digits",
-        model=model,
-        fit=splits.fit,
-        val=splits.val,
-        test=splits.test,
-        ood_val=splits.ood_val,
-        near=dict(splits.near),
-        far=dict(splits.far),
-        meta={"seed": seed},
-    )

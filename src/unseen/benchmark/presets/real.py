@@ -39,7 +39,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from unseen import models
-from unseen.benchmark.presets import register_preset
+from unseen.benchmark.presets.registry import register_preset
 from unseen.benchmark.spec import AsOOD, BenchmarkSpec, PreparedModel
 from unseen.data import (
     IDXDataset,
