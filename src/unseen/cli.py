@@ -126,12 +126,20 @@ def _fmt(value: float | None, pct: bool = True) -> str:
 
 
 def _benchmark(args: argparse.Namespace, console: Console) -> int:
-    from unseen.benchmark import leaderboard, run, write_outputs
+    from unseen.benchmark import BenchmarkSpec, leaderboard, run, write_outputs
 
     names = _detector_names(args.detectors)
     spec = _spec(args)
     cache = False if args.no_cache else (args.cache_dir or True)
     out = _out_dir(args, spec.name)
+    if not isinstance(spec, BenchmarkSpec):  # another sub-task's protocol (see benchmark.protocols)
+        task = spec.run(names, cache=cache, seed=args.seed, keep_going=args.keep_going,
+                        console=console, device=args.device)
+        task_files = task.write_outputs(out)
+        for renderable in task.summary():
+            console.print(renderable)
+        console.print(f"wrote {', '.join(task_files)} to {out}")
+        return 0
     result = run(spec, names, cache=cache, seed=args.seed, keep_going=args.keep_going,
                  console=console, device=args.device)
     files = write_outputs(result, out)
