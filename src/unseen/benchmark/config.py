@@ -125,6 +125,56 @@ def _load_factory(ref: str, where: str) -> Callable[[], Any]:
         raise ConfigError(f"{where}: cannot import factory {ref!r}: {exc}") from None
 
 
+def _check_keys(cfg: dict[str, Any], where: str) -> None:
+    for table, allowed in _KEYS.items():
+        section = cfg.get(table, {}) if table else cfg
+        unknown = sorted(set(section) - allowed) if isinstance(section, dict) else []
+        if unknown:
+            place = f" in [{table}]" if table else ""
+            raise ConfigError(f"{where}: unknown key(s) {unknown}{place}; expected {sorted(allowed)}")
+
+
+def _data_root(cfg: dict[str, Any], path: Path, data_root: str | Path | None, where: str) -> Path:
+    root_ref = data_root or cfg.get("data", {}).get("root")
+    root = path.parent if root_ref is None else Path(root_ref)
+    if not root.is_absolute() and data_root is None:
+        root = path.parent / root
+    if not root.is_dir():
+        raise FileNotFoundError(f"{where}: data root {root} does not exist")
+    return root
+
+
+def _model_builder(
+    model_cfg: dict[str, Any], root: Path, where: str
+) -> tuple[Callable[[], Any], str, Any, Any, Any]:
+    """``(build, transform kind, head, mean, std)`` of the config's [model] table."""
+    mean, std = model_cfg.get("mean"), model_cfg.get("std")
+    if "factory" in model_cfg:
+        factory = _load_factory(_str(model_cfg, "factory", where), where)
+        kind = _str(model_cfg, "transform", f"{where} [model] (needed with factory)")
+        return factory, kind, model_cfg.get("head"), mean, std
+    from unseen import models
+
+    name = _str(model_cfg, "name", f"{where} [model]")
+    try:
+        info = models.info(name)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    checkpoint = Path(_str(model_cfg, "checkpoint", f"{where} [model]"))
+    checkpoint = checkpoint if checkpoint.is_absolute() else root / checkpoint
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{where}: checkpoint {checkpoint} does not exist")
+    kind = model_cfg.get("transform") or _default_transform(info.input_shape)
+    num_classes = model_cfg.get("num_classes", info.num_classes)
+
+    def build() -> nn.Module:
+        net = models.create(name, num_classes=num_classes)
+        models.load_checkpoint(net, checkpoint, strict=True)
+        return net
+
+    return build, kind, info.head, mean or info.mean, std or info.std
+
+
 def load_config(
     path: str | Path, *, seed: int = 0, data_root: str | Path | None = None
 ) -> BenchmarkSpec:
@@ -132,50 +182,11 @@ def load_config(
     path = Path(path)
     cfg = _read(path)
     where = str(path)
-    for table, allowed in _KEYS.items():
-        section = cfg.get(table, {}) if table else cfg
-        unknown = sorted(set(section) - allowed) if isinstance(section, dict) else []
-        if unknown:
-            place = f" in [{table}]" if table else ""
-            raise ConfigError(f"{where}: unknown key(s) {unknown}{place}; expected {sorted(allowed)}")
+    _check_keys(cfg, where)
     model_cfg = _table(cfg, "model", where)
     id_cfg, ood_cfg = _table(cfg, "id", where), _table(cfg, "ood", where)
-    root_ref = data_root or cfg.get("data", {}).get("root")
-    root = path.parent if root_ref is None else Path(root_ref)
-    if not root.is_absolute() and data_root is None:
-        root = path.parent / root
-    if not root.is_dir():
-        raise FileNotFoundError(f"{where}: data root {root} does not exist")
-
-    mean, std = model_cfg.get("mean"), model_cfg.get("std")
-    if "factory" in model_cfg:
-        factory = _load_factory(_str(model_cfg, "factory", where), where)
-        kind = _str(model_cfg, "transform", f"{where} [model] (needed with factory)")
-        head = model_cfg.get("head")
-
-        def build() -> nn.Module:
-            return factory()
-    else:
-        from unseen import models
-
-        name = _str(model_cfg, "name", f"{where} [model]")
-        try:
-            info = models.info(name)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        checkpoint = Path(_str(model_cfg, "checkpoint", f"{where} [model]"))
-        checkpoint = checkpoint if checkpoint.is_absolute() else root / checkpoint
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{where}: checkpoint {checkpoint} does not exist")
-        mean, std, head = mean or info.mean, std or info.std, info.head
-        kind = model_cfg.get("transform") or _default_transform(info.input_shape)
-        num_classes = model_cfg.get("num_classes", info.num_classes)
-
-        def build() -> nn.Module:
-            net = models.create(name, num_classes=num_classes)
-            models.load_checkpoint(net, checkpoint, strict=True)
-            return net
-
+    root = _data_root(cfg, path, data_root, where)
+    build, kind, head, mean, std = _model_builder(model_cfg, root, where)
     transform = _transform(kind, mean, std, f"{where} [model]")
     input_std = tuple(std) if std is not None else None
 

@@ -11,10 +11,10 @@ readers have).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -88,7 +88,7 @@ class BenchmarkSpec:
         if bad:
             raise SpecError(f"benchmark {self.name!r}: dataset names {bad} are reserved")
         for split, ds in self.splits().items():
-            if len(ds) == 0:
+            if len(cast(Sized, ds)) == 0:
                 raise SpecError(f"benchmark {self.name!r}: split {split!r} is empty")
         self._check_disjoint()
 
@@ -144,7 +144,7 @@ class AsOOD(Dataset):
         self.inner = inner
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(cast(Sized, self.inner))
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.inner[index][0], -1
@@ -154,5 +154,6 @@ class AsOOD(Dataset):
         if not callable(inner_ident):
             raise TypeError(f"{type(self.inner).__name__} has no identity() to cache it by")
         transform = getattr(self.inner, "transform", None)
-        described = transform.describe() if hasattr(transform, "describe") else repr(transform)
+        describe = getattr(transform, "describe", None)
+        described = describe() if callable(describe) else repr(transform)
         return f"ood({inner_ident()}|transform={described})"

@@ -15,6 +15,7 @@ remaining opcodes only build str/bytes/int/float/list/tuple/dict values.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
@@ -27,10 +28,17 @@ from PIL import Image
 
 from .base import ImageDataset, hash_file
 
-try:  # numpy >= 2 moved the module; the files name the numpy 1 location
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - numpy 1
-    from numpy.core.multiarray import _reconstruct
+
+def _numpy_reconstruct() -> Any:
+    # numpy >= 2 moved the module; the files name the numpy 1 location
+    try:
+        module = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # pragma: no cover - numpy 1
+        module = importlib.import_module("numpy.core.multiarray")
+    return module._reconstruct
+
+
+_reconstruct = _numpy_reconstruct()
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,

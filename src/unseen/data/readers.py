@@ -94,7 +94,7 @@ class ImageFolder(_FileListDataset):
 
 
 def _find_images(folder: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for dirpath, _, filenames in os.walk(folder, followlinks=True):
         found.extend(
             Path(dirpath, f) for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)
@@ -184,8 +184,8 @@ class TinyImageNetVal(_FileListDataset):
         if len(index) != len(wnids):
             raise ValueError(f"{wnids_file}: repeated wnids")
         samples = []
-        with open(ann_file, encoding="utf-8") as f:
-            for lineno, raw in enumerate(f, start=1):
+        with open(ann_file, encoding="utf-8") as fh:
+            for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue
                 fields = raw.rstrip("\r\n").split("\t")

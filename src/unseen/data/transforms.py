@@ -53,10 +53,13 @@ class Compose(Transform):
     def describe(self) -> str:
         """Raises ``TypeError`` for a step without ``describe()``: its ``repr`` (e.g. a lambda's
         memory address) would make an unstable cache key."""
+        parts = []
         for t in self.transforms:
-            if not callable(getattr(t, "describe", None)):
+            describe = getattr(t, "describe", None)
+            if not callable(describe):
                 raise TypeError(f"Compose: cannot describe {t!r}; give it a describe() method")
-        return "Compose(" + ", ".join(t.describe() for t in self.transforms) + ")"
+            parts.append(describe())
+        return "Compose(" + ", ".join(parts) + ")"
 
 
 class ToRGB(Transform):

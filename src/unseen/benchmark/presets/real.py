@@ -207,6 +207,8 @@ def cifar10(data_root: str | Path | None = None, model: str = "resnet56_cifar10"
     needed.append(models.preset(model).checkpoint)
     root = require_data_root(data_root, "cifar10", needed)
     arch = models.info(models.preset(model).model)
+    if arch.mean is None or arch.std is None:
+        raise ValueError(f"model {model!r} declares no input mean/std; cifar10 needs them to normalise")
     transform = cifar_test_transform(arch.mean, arch.std)
 
     def imglist(name: str) -> ImageList:
@@ -260,7 +262,8 @@ def mnist(data_root: str | Path | None = None, model: str = "mnist_convnet_basel
     transform = mnist_transform()
 
     def build() -> BenchmarkSpec:
-        digits = IDXDataset(*(root / f for f in _idx_files("mnist")), transform=transform)
+        images_path, labels_path = (root / f for f in _idx_files("mnist"))
+        digits = IDXDataset(images_path, labels_path, transform=transform)
         fit, val, test = stratified_split(digits.targets, (MNIST_FIT, MNIST_VAL), SPLIT_SEED)
         letters_path, letter_labels_path = (root / f for f in _idx_files("notmnist"))
         letters = IDXDataset(letters_path, None, transform)
