@@ -47,9 +47,9 @@ def check_port(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    check_port(args.host, args.port)
     from unseen.guard.service import Limits, serve
 
-    check_port(args.host, args.port)
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
