@@ -78,7 +78,7 @@ def clean_stale_siblings(target: Path) -> list[Path]:
     Returns the removed paths.
     """
     prefix = f".{target.name}."
-    removed = []
+    removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
     for entry in target.parent.iterdir():

@@ -92,7 +92,12 @@ class BenchmarkResult:
         group = self.ranking_group
         detectors = list(dict.fromkeys(r["detector"] for r in self.records))
         values = {d: self.mean(d, group) for d in detectors}
-        return sorted(detectors, key=lambda d: -values[d] if values[d] is not None else float("inf"))
+
+        def key(d: str) -> float:
+            value = values[d]
+            return float("inf") if value is None else -value
+
+        return sorted(detectors, key=key)
 
     def best(self) -> str:
         """The first detector of :meth:`ranking`; ValueError when no detector has a value."""

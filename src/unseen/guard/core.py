@@ -179,14 +179,15 @@ class Guard:
     @property
     def alpha_hat(self) -> float:
         """Expected false-alarm rate of this threshold for continuous scores: (n − k + 1)/(n + 1)."""
-        self._check_calibrated()
-        n = self.calibration_scores.shape[0]
-        k = conformal.threshold_rank(n, self.alpha)
+        alpha, scores, _ = self._calibration()
+        n = scores.shape[0]
+        k = conformal.threshold_rank(n, alpha)
         return (n - k + 1) / (n + 1)
 
     def _new_monitor(self) -> Monitor:
+        alpha, _, _ = self._calibration()
         tpr = self.tpr if self.tpr is not None and self.tpr > self.alpha_hat else None
-        return Monitor(self.alpha, alpha_hat=self.alpha_hat, tpr=tpr, **self.monitor_settings)
+        return Monitor(alpha, alpha_hat=self.alpha_hat, tpr=tpr, **self.monitor_settings)
 
     # -- prediction ---------------------------------------------------------------------------
     def scores(self, inputs: Any) -> np.ndarray:
@@ -195,8 +196,8 @@ class Guard:
 
     def p_values(self, inputs: Any) -> np.ndarray:
         """Marginal conformal p-values (1 + #{i : s_i ≥ s(x)}) / (n + 1)."""
-        self._check_calibrated()
-        return conformal.p_values(self.calibration_scores, self.scores(inputs))
+        _, calibration, _ = self._calibration()
+        return conformal.p_values(calibration, self.scores(inputs))
 
     def predict(self, inputs: Any, *, record: bool = True) -> Predictions:
         """Class, probability, OOD score, conformal p-value and ``is_ood`` for each input.
@@ -204,17 +205,17 @@ class Guard:
         ``is_ood`` ⇔ score > threshold ⇔ p_value ≤ alpha (exactly, ties included). With
         ``record`` the flags feed :attr:`monitor`.
         """
-        self._check_calibrated()
+        _, calibration, threshold = self._calibration()
         rep = self.represent(inputs)
         score = self._score(rep)
-        p = conformal.p_values(self.calibration_scores, score)
-        is_ood = score > self.threshold
+        p = conformal.p_values(calibration, score)
+        is_ood = score > threshold
         label = prob = None
         if rep.logits is not None:
             probs = softmax(rep.logits)
             label = probs.argmax(axis=1)
             prob = probs[np.arange(probs.shape[0]), label]
-        if record:
+        if record and self.monitor is not None:
             self.monitor.update(is_ood)
         return Predictions(score=score, p_value=p, is_ood=is_ood, label=label, probability=prob)
 
@@ -251,9 +252,14 @@ class Guard:
             )
         return self.detector.score(rep)
 
-    def _check_calibrated(self) -> None:
-        if self.threshold is None:
+    def _calibration(self) -> tuple[float, np.ndarray, float]:
+        """(alpha, sorted calibration scores, threshold); NotFittedError before calibrating."""
+        if self.threshold is None or self.alpha is None or self.calibration_scores is None:
             raise NotFittedError("the guard is not calibrated: call guard.calibrate(id_data, alpha)")
+        return self.alpha, self.calibration_scores, self.threshold
+
+    def _check_calibrated(self) -> None:
+        self._calibration()
 
     # -- persistence (see unseen.guard.persist) ------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -304,7 +310,7 @@ class Guard:
         model = "" if self.model is None else f", model={self.model_name or type(self.model).__name__}"
         cal = (
             "uncalibrated"
-            if self.threshold is None
+            if self.calibration_scores is None
             else f"alpha={self.alpha}, n_cal={self.calibration_scores.shape[0]}"
         )
         return f"Guard({self.detector!r}{model}, {cal})"

@@ -95,7 +95,9 @@ class InputAdapter:
         expected = self.input_dim(detector, name)
         if arr.shape[1] != expected:
             raise GuardInputError(f"{name} must have {expected} columns, got {arr.shape[1]}")
-        return self.complete(Representation(**{name: arr.astype(np.float32)}))
+        arr = arr.astype(np.float32)
+        rep = Representation(features=arr) if name == "features" else Representation(logits=arr)
+        return self.complete(rep)
 
     def input_dim(self, detector: Detector, kind: str) -> int:
         """Columns expected for ``kind`` ("features" or "logits") raw inputs; error if unusable."""
@@ -115,7 +117,9 @@ class InputAdapter:
 
     def complete(self, rep: Representation) -> Representation:
         """Feature-only inputs get logits from the stored head (or the input's own head)."""
-        head = self.head if self.head is not None or rep.weight is None else (rep.weight, rep.bias)
+        head = self.head
+        if head is None and rep.weight is not None and rep.bias is not None:
+            head = (rep.weight, rep.bias)
         if rep.logits is not None or rep.features is None or head is None:
             return rep
         weight, bias = head
@@ -233,7 +237,9 @@ class InputAdapter:
             )
         head = dict(self.model.named_modules()).get(models.info(name).head)
         num_classes = getattr(head, "out_features", None)
-        reference = None if num_classes is None else models.create(name, num_classes=num_classes)
+        reference = None
+        if isinstance(num_classes, int):
+            reference = models.create(name, num_classes=num_classes)
         ours = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         if reference is None or type(reference) is not type(self.model) or ours != {
             k: tuple(v.shape) for k, v in reference.state_dict().items()
@@ -242,4 +248,4 @@ class InputAdapter:
                 f"cannot save the model: it does not match the registered architecture {name!r} "
                 "(different class, head or state-dict layout)"
             )
-        return {"name": name, "num_classes": int(num_classes)}
+        return {"name": name, "num_classes": num_classes}

@@ -34,7 +34,7 @@ from safetensors.numpy import load_file, save_file
 
 from unseen import detectors
 from unseen._io import atomic_dir
-from unseen.detectors.base import Detector
+from unseen.detectors.base import Detector, NotFittedError
 
 if TYPE_CHECKING:
     from unseen.guard.core import Guard
@@ -107,7 +107,9 @@ def decode_state(encoded: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -
 
 
 # -- a detector <-> JSON + arrays, checked on the way back ----------------------------------
-def encode_detector(detector: Detector, prefix: str = "detector.") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def encode_detector(
+    detector: Detector, prefix: str = "detector."
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``{"name", "params", "state"}`` and the state's arrays for a fitted detector."""
     state, arrays = encode_state(detector.fitted_state(), prefix)
     return {"name": detector.name, "params": detector.get_params(), "state": state}, arrays
@@ -236,8 +238,11 @@ def build_transform(spec: list[dict[str, Any]] | None) -> Callable[[Any], Any] |
 # -- guards ---------------------------------------------------------------------------------
 def save_guard(guard: Guard, path: Path, *, overwrite: bool = False) -> Path:
     """Write a calibrated guard to directory ``path`` (see the module docstring)."""
+    scores = guard.calibration_scores
+    if scores is None:
+        raise NotFittedError("the guard is not calibrated: call guard.calibrate(id_data, alpha)")
     det_cfg, arrays = encode_detector(guard.detector)
-    arrays["calibration.scores"] = np.ascontiguousarray(guard.calibration_scores)
+    arrays["calibration.scores"] = np.ascontiguousarray(scores)
     if guard.head is not None:
         arrays["head.weight"], arrays["head.bias"] = guard.head
     write_model = None
@@ -254,7 +259,7 @@ def save_guard(guard: Guard, path: Path, *, overwrite: bool = False) -> Path:
         "detector": det_cfg,
         "alpha": guard.alpha,
         "threshold": guard.threshold,
-        "n_calibration": int(guard.calibration_scores.shape[0]),
+        "n_calibration": int(scores.shape[0]),
         "tpr": guard.tpr,
         "monitor": guard.monitor_settings,
         "model": model_cfg,
