@@ -89,7 +89,10 @@ def clean_stale_siblings(target: Path) -> list[Path]:
         if head.isdigit() and len(name[len(prefix):].split(".")) > 2:
             stale = int(head) != os.getpid() and not _pid_alive(int(head))
         else:
-            stale = time.time() - entry.stat().st_mtime > STALE_SECONDS
+            try:
+                stale = time.time() - entry.stat().st_mtime > STALE_SECONDS
+            except FileNotFoundError:  # another writer finished with it meanwhile
+                continue
         if stale:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
