@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def test_killed_save_leaves_no_loadable_directory(reps, tmp_path: Path, monkeypa
     # A hard kill skips the clean-up: simulate by failing mid-way and keeping the leftovers.
     guard = fitted_guard("knn", reps)
     monkeypatch.setattr(persist, "write_json", _fail_on_manifest(persist.write_json))
-    monkeypatch.setattr(persist.shutil, "rmtree", lambda *a, **k: None)
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # as a hard kill would
     with pytest.raises(OSError, match="simulated"):
         guard.save(tmp_path / "g")
     assert not (tmp_path / "g").exists()

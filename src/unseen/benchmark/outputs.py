@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unseen._io import atomic_path
+from unseen._io import atomic_dir, atomic_path
 from unseen.benchmark.result import BenchmarkResult
 
 
@@ -35,35 +36,64 @@ def load_scores(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]
     return out
 
 
-def write_outputs(result: BenchmarkResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write results.json, results.csv, scores.npz and (when available) report.html."""
-    out = Path(out_dir)
-    result.write(out)
-    files = {
-        "results.json": out / "results.json",
-        "results.csv": out / "results.csv",
-        "scores.npz": save_scores(result, out / "scores.npz"),
-    }
-    if importlib.util.find_spec("unseen.benchmark.report") is not None:
-        from unseen.benchmark.report import write_report
+def check_output_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Raise unless a run's outputs can go to ``out_dir``; call it before the run.
 
-        files["report.html"] = Path(write_report(result, out))
-    return files
+    ``out_dir`` must be absent, an empty folder, or the folder of an earlier run (it has a
+    results.json; it is replaced whole), and the nearest existing folder above it writable.
+    """
+    out = Path(out_dir)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise NotADirectoryError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / "results.json").is_file():
+            raise FileExistsError(
+                f"--out {out} is a folder with other files and no results.json: not an earlier "
+                "run, so it is not replaced; choose a new or empty folder"
+            )
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot create --out {out}: {parent} is not a folder")
+    try:
+        tempfile.TemporaryDirectory(dir=parent).cleanup()
+    except OSError as exc:
+        raise PermissionError(f"cannot write the outputs under {parent}: {exc}") from None
+    return out
+
+
+def write_outputs(result: BenchmarkResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write results.json, results.csv, scores.npz and (when available) report.html.
+
+    The files are written into a temporary folder beside ``out_dir`` that then replaces it, so
+    an interrupted write (Ctrl-C, a failing report) leaves no partial run behind.
+    """
+    out = check_output_dir(out_dir)
+    names = ["results.json", "results.csv", "scores.npz"]
+    with atomic_dir(out) as tmp:
+        result.write(tmp)
+        save_scores(result, tmp / "scores.npz")
+        if importlib.util.find_spec("unseen.benchmark.report") is not None:
+            from unseen.benchmark.report import write_report
+
+            names.append(Path(write_report(result, tmp)).name)
+    return {name: out / name for name in names}
 
 
 def leaderboard(result: BenchmarkResult) -> list[dict[str, Any]]:
     """One row per detector: hparams, group-mean AUROC and FPR95 (ID positive), time.
 
-    Sorted by near-OOD AUROC, best first (far AUROC when there is no near group; missing
-    values last; ties keep the detectors' run order).
+    In the order of :meth:`BenchmarkResult.ranking` (near-OOD AUROC, best first; far AUROC
+    when there is no near group; missing values last; ties keep the detectors' run order).
     """
     rows = []
-    for det, seconds in result.timings.items():
-        hparams = next(r["hparams"] for r in result.records if r["detector"] == det)
-        row: dict[str, Any] = {"detector": det, "hparams": hparams, "seconds": seconds}
+    for det in result.ranking():
+        row: dict[str, Any] = {
+            "detector": det, "hparams": result.hparams(det), "seconds": result.timings.get(det),
+        }
         for group in ("near", "far"):
             row[f"{group}_auroc"] = result.mean(det, group, "auroc")
             row[f"{group}_fpr95"] = result.mean(det, group, "fpr95_id")
         rows.append(row)
-    key = "near_auroc" if "near" in result.groups else "far_auroc"
-    return sorted(rows, key=lambda r: -r[key] if r[key] is not None else float("inf"))
+    return rows

@@ -1,4 +1,5 @@
-"""What a benchmark run produces, and its files: results.json and results.csv."""
+"""What a benchmark run produces, its files (results.json and results.csv), and the one
+definition of its best detector (:meth:`BenchmarkResult.ranking`)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,82 @@ class BenchmarkResult:
     search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> BenchmarkResult:
+        """A run read back from its folder or its ``results.json`` (scores are not loaded).
+
+        Raises FileNotFoundError when there is no results.json and ValueError when the file
+        is not a benchmark result.
+        """
+        path = Path(path)
+        file = path / "results.json" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"no results.json in {path}: not a benchmark run folder")
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"{file} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str) or not (
+            isinstance(data.get("records"), list)
+            and all(isinstance(r, dict) and {"detector", "group", "dataset"} <= set(r)
+                    for r in data["records"])
+        ):
+            raise ValueError(f"{file} is not a benchmark result (needs preset and records)")
+        groups = data.get("groups")
+        if not isinstance(groups, dict):  # older files: the groups the records name
+            groups = {}
+            for r in data["records"]:
+                names = groups.setdefault(r["group"], [])
+                if r["dataset"] != "mean" and r["dataset"] not in names:
+                    names.append(r["dataset"])
+        return cls(
+            preset=data["preset"],
+            id_accuracy=data.get("id_accuracy"),
+            records=data["records"],
+            groups=groups,
+            search=data.get("search") or {},
+            timings=data.get("timings") or {},
+            meta=data.get("meta") or {},
+        )
+
+    @property
+    def ranking_group(self) -> str:
+        """The group that ranks detectors: near-OOD, or far-OOD when there is no near group."""
+        return "near" if "near" in self.groups else "far"
+
+    def ranking(self) -> list[str]:
+        """Detectors best first: by mean AUROC over the :attr:`ranking_group`'s datasets.
+
+        The one ordering of detectors: the leaderboard, the report and ``calibrate --from-run``
+        all use it. Detectors without a value come last; ties keep the run order.
+        """
+        group = self.ranking_group
+        detectors = list(dict.fromkeys(r["detector"] for r in self.records))
+        values = {d: self.mean(d, group) for d in detectors}
+
+        def key(d: str) -> float:
+            value = values[d]
+            return float("inf") if value is None else -value
+
+        return sorted(detectors, key=key)
+
+    def best(self) -> str:
+        """The first detector of :meth:`ranking`; ValueError when no detector has a value."""
+        ranked = self.ranking()
+        if not ranked or self.mean(ranked[0], self.ranking_group) is None:
+            raise ValueError(
+                f"no detector of this {self.preset} run has a {self.ranking_group}-OOD AUROC"
+            )
+        return ranked[0]
+
+    def hparams(self, detector: str) -> dict[str, Any]:
+        """The hyperparameters selected for ``detector``; ValueError when it did not run."""
+        for r in self.records:
+            if r["detector"] == detector:
+                return dict(r.get("hparams") or {})
+        ran = sorted({r["detector"] for r in self.records})
+        raise ValueError(f"this {self.preset} run has no results for detector {detector!r}; it has {ran}")
 
     def mean(self, detector: str, group: str, metric: str = "auroc") -> float | None:
         for r in self.records:

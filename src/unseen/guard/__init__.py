@@ -1,5 +1,10 @@
 """From benchmark to production: a calibrated guard with conformal p-values, FDR selection,
-persistence without pickle, monitoring and an HTTP service (``unseen.guard.service``)."""
+persistence without pickle, monitoring and an HTTP service (``unseen.guard.service``).
+
+``core``: calibration and prediction; ``inputs``: what a guard accepts; ``persist``: guard and
+detector directories; ``conformal``: thresholds, p-values, BH; ``monitor``: the flag-rate watch;
+``splits``: guards built from Representation files, with the splits checked apart.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ from unseen.guard.conformal import (
     p_values,
     threshold_rank,
 )
-from unseen.guard.core import Guard, GuardInputError, Predictions
+from unseen.guard.core import Guard, Predictions
+from unseen.guard.inputs import GuardInputError
 from unseen.guard.monitor import Monitor, MonitorEstimate
-from unseen.guard.persist import GuardFileError
+from unseen.guard.persist import GuardFileError, load_detector, save_detector
 
 __all__ = [
     "CalibrationError",
@@ -24,6 +30,8 @@ __all__ = [
     "Predictions",
     "benjamini_hochberg",
     "conformal_threshold",
+    "load_detector",
     "p_values",
+    "save_detector",
     "threshold_rank",
 ]

@@ -1,9 +1,11 @@
-"""The Guard: a fitted detector plus a conformal calibration, ready for production inputs."""
+"""The Guard: a fitted detector plus a conformal calibration, ready for production inputs.
+
+This module holds calibration and prediction only: what inputs a guard accepts lives in
+:mod:`unseen.guard.inputs`, its directory format in :mod:`unseen.guard.persist`.
+"""
 
 from __future__ import annotations
 
-import sys
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +13,26 @@ from typing import Any
 
 import numpy as np
 
-import unseen
-from unseen import detectors
 from unseen.detectors.base import Detector, NotFittedError, softmax
 from unseen.guard import conformal, persist
-from unseen.guard.monitor import Monitor
+from unseen.guard.inputs import GuardInputError, InputAdapter, check_head
+from unseen.guard.monitor import Monitor, check_settings
 from unseen.representation import Representation
 
+__all__ = ["Guard", "GuardInputError", "Predictions"]
 
-class GuardInputError(ValueError):
-    """An input the guard cannot score (wrong type, shape, dimension, non-finite values)."""
+
+class _InputAttr:
+    """An attribute of the guard's :class:`InputAdapter`, read and set through the guard."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.inputs, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.inputs, self.name, value)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,12 @@ class Guard:
     flags a batch with false discovery rate control.
     """
 
+    model = _InputAttr()
+    model_name = _InputAttr()
+    transform = _InputAttr()
+    head = _InputAttr()
+    device = _InputAttr()
+
     def __init__(
         self,
         detector: Detector,
@@ -88,27 +106,22 @@ class Guard:
         if not isinstance(detector, Detector):
             raise TypeError(f"detector must be an unseen Detector, got {type(detector).__name__}")
         self.detector = detector
-        self.model = model
-        self.model_name = model_name
-        self.transform = transform
-        self.device = device
-        self.head = None if head is None else _check_head(*head)
+        self.inputs = InputAdapter(
+            model, model_name=model_name, transform=transform, head=head, device=device
+        )
         self.alpha: float | None = None
         self.calibration_scores: np.ndarray | None = None
         self.threshold: float | None = None
         self.tpr: float | None = None
         self.monitor: Monitor | None = None
         self.monitor_settings: dict[str, Any] = {}
-        self._model_lock = threading.Lock()
-        if model is not None:
-            model.eval()
 
     # -- fitting and calibration -------------------------------------------------------------
     def fit(self, train: Any, val: Any = None) -> Guard:
         """Fit the detector on in-distribution training data (inputs or Representations)."""
         train_rep = self.represent(train)
         if train_rep.weight is not None and self.head is None:
-            self.head = _check_head(train_rep.weight, train_rep.bias)
+            self.head = check_head(train_rep.weight, train_rep.bias)
         val_rep = None if val is None else self.represent(val)
         self.detector.fit(train_rep, val_rep)
         return self
@@ -136,9 +149,15 @@ class Guard:
 
     def set_monitor(
         self, *, window: int = 1000, level: float = 0.01, confidence: float = 0.95
-    ) -> Monitor:
-        """Replace :attr:`monitor` with one of these settings (kept across calibrations)."""
-        self.monitor_settings = {"window": window, "level": level, "confidence": confidence}
+    ) -> Monitor | None:
+        """Replace :attr:`monitor` with one of these settings (kept across calibrations).
+
+        The settings are checked first: when they are refused, the guard keeps its old ones.
+        Returns the new monitor (None while the guard is not calibrated).
+        """
+        settings = {"window": window, "level": level, "confidence": confidence}
+        check_settings(**settings)
+        self.monitor_settings = settings
         self.monitor = self._new_monitor() if self.threshold is not None else None
         return self.monitor
 
@@ -160,14 +179,15 @@ class Guard:
     @property
     def alpha_hat(self) -> float:
         """Expected false-alarm rate of this threshold for continuous scores: (n − k + 1)/(n + 1)."""
-        self._check_calibrated()
-        n = self.calibration_scores.shape[0]
-        k = conformal.threshold_rank(n, self.alpha)
+        alpha, scores, _ = self._calibration()
+        n = scores.shape[0]
+        k = conformal.threshold_rank(n, alpha)
         return (n - k + 1) / (n + 1)
 
     def _new_monitor(self) -> Monitor:
+        alpha, _, _ = self._calibration()
         tpr = self.tpr if self.tpr is not None and self.tpr > self.alpha_hat else None
-        return Monitor(self.alpha, alpha_hat=self.alpha_hat, tpr=tpr, **self.monitor_settings)
+        return Monitor(alpha, alpha_hat=self.alpha_hat, tpr=tpr, **self.monitor_settings)
 
     # -- prediction ---------------------------------------------------------------------------
     def scores(self, inputs: Any) -> np.ndarray:
@@ -176,8 +196,8 @@ class Guard:
 
     def p_values(self, inputs: Any) -> np.ndarray:
         """Marginal conformal p-values (1 + #{i : s_i ≥ s(x)}) / (n + 1)."""
-        self._check_calibrated()
-        return conformal.p_values(self.calibration_scores, self.scores(inputs))
+        _, calibration, _ = self._calibration()
+        return conformal.p_values(calibration, self.scores(inputs))
 
     def predict(self, inputs: Any, *, record: bool = True) -> Predictions:
         """Class, probability, OOD score, conformal p-value and ``is_ood`` for each input.
@@ -185,17 +205,17 @@ class Guard:
         ``is_ood`` ⇔ score > threshold ⇔ p_value ≤ alpha (exactly, ties included). With
         ``record`` the flags feed :attr:`monitor`.
         """
-        self._check_calibrated()
+        _, calibration, threshold = self._calibration()
         rep = self.represent(inputs)
         score = self._score(rep)
-        p = conformal.p_values(self.calibration_scores, score)
-        is_ood = score > self.threshold
+        p = conformal.p_values(calibration, score)
+        is_ood = score > threshold
         label = prob = None
         if rep.logits is not None:
             probs = softmax(rep.logits)
             label = probs.argmax(axis=1)
             prob = probs[np.arange(probs.shape[0]), label]
-        if record:
+        if record and self.monitor is not None:
             self.monitor.update(is_ood)
         return Predictions(score=score, p_value=p, is_ood=is_ood, label=label, probability=prob)
 
@@ -204,7 +224,7 @@ class Guard:
         self._check_calibrated()
         return conformal.benjamini_hochberg(self.predict(inputs, record=record).p_value, fdr)
 
-    # -- inputs -> Representation ---------------------------------------------------------------
+    # -- inputs (see unseen.guard.inputs) ------------------------------------------------------
     def represent(self, inputs: Any) -> Representation:
         """Turn inputs into a Representation the detector can score.
 
@@ -212,144 +232,17 @@ class Guard:
         model is attached; a PIL image, a uint8 array (one (H, W[, C]) image or an (N, H, W, C)
         batch) or a list of those when a model and a transform are attached.
         """
-        if isinstance(inputs, Representation):
-            return self._complete(inputs)
-        if self.model is None:
-            raise GuardInputError(
-                f"this guard has no model, so it scores Representations only (got "
-                f"{type(inputs).__name__}); build one with unseen.extract, or use from_arrays()"
-            )
-        return self._complete(self._run_model(self._to_batch(inputs)))
+        return self.inputs.represent(inputs)
 
     def from_arrays(
         self, features: np.ndarray | None = None, logits: np.ndarray | None = None
     ) -> Representation:
         """A Representation from raw feature vectors or logits, checked against the detector."""
-        if (features is None) == (logits is None):
-            raise GuardInputError("give exactly one of features or logits")
-        name, arr = ("features", features) if features is not None else ("logits", logits)
-        arr = np.asarray(arr)
-        if arr.dtype.kind not in "fiu" or arr.ndim != 2 or arr.shape[0] == 0:
-            raise GuardInputError(
-                f"{name} must be a non-empty 2-D numeric array (one row per input), got shape "
-                f"{arr.shape} dtype {arr.dtype}"
-            )
-        if not np.isfinite(arr).all():
-            raise GuardInputError(f"{name} contain NaN or infinite values")
-        expected = self.input_dim(name)
-        if arr.shape[1] != expected:
-            raise GuardInputError(f"{name} must have {expected} columns, got {arr.shape[1]}")
-        return self._complete(Representation(**{name: arr.astype(np.float32)}))
+        return self.inputs.from_arrays(self.detector, features, logits)
 
     def input_dim(self, kind: str) -> int:
         """Columns expected for ``kind`` ("features" or "logits") raw inputs; error if unusable."""
-        det = self.detector
-        if kind == "features":
-            needs_only_logits = "features" not in det.requires and self.head is None
-            if det.n_features_in_ is None or needs_only_logits:
-                raise GuardInputError(
-                    f"detector {det.name} consumes logits and this guard has no classifier head; "
-                    "send logits instead of features"
-                )
-            return int(det.n_features_in_)
-        if kind == "logits":
-            if "features" in det.requires or det.n_classes_in_ is None:
-                raise GuardInputError(f"detector {det.name} needs features; send features")
-            return int(det.n_classes_in_)
-        raise GuardInputError(f"unknown input kind {kind!r}")
-
-    def _complete(self, rep: Representation) -> Representation:
-        # Feature-only inputs get logits from the stored head, for logit detectors and labels.
-        head = self.head if self.head is not None or rep.weight is None else (rep.weight, rep.bias)
-        if rep.logits is not None or rep.features is None or head is None:
-            return rep
-        weight, bias = head
-        if rep.features.shape[1] != weight.shape[1]:
-            raise GuardInputError(
-                f"features have {rep.features.shape[1]} columns but the classifier head expects "
-                f"{weight.shape[1]}"
-            )
-        logits = (np.asarray(rep.features, np.float64) @ weight.T.astype(np.float64) + bias)
-        return Representation(
-            features=rep.features,
-            logits=logits.astype(np.float32),
-            labels=rep.labels,
-            weight=rep.weight,
-            bias=rep.bias,
-            layers=rep.layers,
-            meta=rep.meta,
-        )
-
-    def _to_batch(self, inputs: Any) -> Any:
-        import torch
-        from PIL import Image
-
-        if isinstance(inputs, torch.Tensor):
-            batch = inputs
-        elif isinstance(inputs, np.ndarray) and inputs.dtype.kind == "f":
-            batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-        else:
-            if isinstance(inputs, Image.Image) or (
-                isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3)
-            ):
-                inputs = [inputs]
-            if not isinstance(inputs, list | tuple | np.ndarray) or len(inputs) == 0:
-                raise GuardInputError(
-                    "inputs must be a preprocessed tensor, a PIL image, a uint8 array or a "
-                    f"non-empty list of images, got {type(inputs).__name__}"
-                )
-            tensors = [self._preprocess(img, i) for i, img in enumerate(inputs)]
-            if len({tuple(t.shape) for t in tensors}) > 1:
-                raise GuardInputError(
-                    "the preprocessed images differ in shape; the transform must fix the size"
-                )
-            batch = torch.stack(tensors)
-        if batch.ndim < 2 or batch.shape[0] == 0 or not batch.is_floating_point():
-            raise GuardInputError(
-                f"a preprocessed batch must be a non-empty float tensor (N, ...), got shape "
-                f"{tuple(batch.shape)} dtype {batch.dtype}"
-            )
-        if not torch.isfinite(batch).all():
-            raise GuardInputError("the input batch contains NaN or infinite values")
-        return batch
-
-    def _preprocess(self, img: Any, i: int) -> Any:
-        from PIL import Image
-
-        if self.transform is None:
-            raise GuardInputError(
-                "this guard has no preprocessing transform, so it takes preprocessed tensors only"
-            )
-        if isinstance(img, np.ndarray):
-            if img.dtype != np.uint8 or img.ndim not in (2, 3):
-                raise GuardInputError(
-                    f"image {i}: arrays must be uint8 (H, W) or (H, W, C), got shape {img.shape} "
-                    f"dtype {img.dtype}"
-                )
-            img = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img)
-        if not isinstance(img, Image.Image):
-            raise GuardInputError(f"image {i}: expected a PIL image or uint8 array, got "
-                                  f"{type(img).__name__}")
-        try:
-            return self.transform(img)
-        except (ValueError, TypeError, OSError) as exc:
-            raise GuardInputError(f"image {i}: preprocessing failed: {exc}") from None
-
-    def _run_model(self, batch: Any) -> Representation:
-        head = None
-        if self.model_name is not None:
-            from unseen.models import info
-
-            head = info(self.model_name).head
-        # Extraction hooks capture whatever passes the head, so concurrent forwards would mix.
-        with self._model_lock:
-            try:
-                return unseen.extract(
-                    self.model, batch, head=head, batch_size=max(1, len(batch)),
-                    device=self.device, progress=False, check_head=False,
-                )
-            except RuntimeError as exc:
-                raise GuardInputError(f"the model rejected the input batch: {exc}") from None
+        return self.inputs.input_dim(self.detector, kind)
 
     def _score(self, rep: Representation) -> np.ndarray:
         if not getattr(self.detector, "fitted_", False):
@@ -359,145 +252,66 @@ class Guard:
             )
         return self.detector.score(rep)
 
-    def _check_calibrated(self) -> None:
-        if self.threshold is None:
+    def _calibration(self) -> tuple[float, np.ndarray, float]:
+        """(alpha, sorted calibration scores, threshold); NotFittedError before calibrating."""
+        if self.threshold is None or self.alpha is None or self.calibration_scores is None:
             raise NotFittedError("the guard is not calibrated: call guard.calibrate(id_data, alpha)")
+        return self.alpha, self.calibration_scores, self.threshold
 
-    # -- persistence --------------------------------------------------------------------------
+    def _check_calibrated(self) -> None:
+        self._calibration()
+
+    # -- persistence (see unseen.guard.persist) ------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the guard to directory ``path`` (see :mod:`unseen.guard.persist`). No pickle."""
+        """Write the guard to directory ``path`` (see :mod:`unseen.guard.persist`). No pickle.
+
+        ``overwrite`` replaces only a directory that holds a guard; what is written is loaded
+        back before it takes the place of ``path``, so a saved guard always loads.
+        """
         self._check_calibrated()
-        state, arrays = persist.encode_state(self.detector.fitted_state(), "detector.")
-        arrays["calibration.scores"] = np.ascontiguousarray(self.calibration_scores)
-        if self.head is not None:
-            arrays["head.weight"], arrays["head.bias"] = self.head
-        write_model = None
-        model_cfg = None
-        if self.model is not None:
-            model_cfg = self._model_config()
-            write_model = self._write_model
-        config = {
-            "format": persist.FORMAT,
-            "detector": {
-                "name": self.detector.name,
-                "params": self.detector.get_params(),
-                "state": state,
-            },
-            "alpha": self.alpha,
-            "threshold": self.threshold,
-            "n_calibration": int(self.calibration_scores.shape[0]),
-            "tpr": self.tpr,
-            "monitor": self.monitor_settings,
-            "model": model_cfg,
-            "preprocessing": persist.transform_spec(self.transform),
-            "versions": _versions(),
-        }
-        return persist.write_dir(Path(path), config, arrays, write_model, overwrite)
-
-    def _model_config(self) -> dict[str, Any]:
-        from unseen import models
-
-        name = self.model_name
-        if name is None or name not in models.names():
-            raise ValueError(
-                f"cannot save the model: it is not a registered unseen.models architecture "
-                f"(model_name={name!r}; registered: {', '.join(models.names())}). Pass "
-                "model_name=<registry name>, or save a guard without the model and extract "
-                "representations outside it"
-            )
-        head = dict(self.model.named_modules()).get(models.info(name).head)
-        num_classes = getattr(head, "out_features", None)
-        reference = None if num_classes is None else models.create(name, num_classes=num_classes)
-        ours = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        if reference is None or type(reference) is not type(self.model) or ours != {
-            k: tuple(v.shape) for k, v in reference.state_dict().items()
-        }:
-            raise ValueError(
-                f"cannot save the model: it does not match the registered architecture {name!r} "
-                "(different class, head or state-dict layout)"
-            )
-        return {"name": name, "num_classes": int(num_classes)}
-
-    def _write_model(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
-        save_file(state, str(path), metadata={"format": persist.FORMAT})
+        return persist.save_guard(self, Path(path), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu") -> Guard:
         """Read a directory written by :meth:`save`, verifying every file's sha256 first."""
-        config, arrays, model_file = persist.read_dir(Path(path))
-        try:
-            guard = cls._from_config(config, arrays, model_file, device)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, persist.GuardFileError):
-                raise
-            raise persist.GuardFileError(f"{path}: invalid guard configuration: {exc}") from None
-        k = conformal.threshold_rank(guard.calibration_scores.shape[0], guard.alpha)
-        if guard.threshold != guard.calibration_scores[k - 1]:
-            raise persist.GuardFileError(f"{path}: the threshold disagrees with the calibration")
-        return guard
+        return persist.load_guard(Path(path), device=device, guard_class=cls)
 
-    @classmethod
-    def _from_config(
-        cls, config: dict[str, Any], arrays: dict[str, np.ndarray], model_file: Path | None,
-        device: str,
+    def restore_calibration(
+        self, *, alpha: Any, calibration_scores: np.ndarray, threshold: Any, tpr: Any,
+        monitor: dict[str, Any],
     ) -> Guard:
-        det_cfg = config["detector"]
-        state = persist.decode_state(det_cfg["state"], arrays)
-        detector = detectors.get(det_cfg["name"]).from_state(det_cfg["params"], state)
-        head = (arrays["head.weight"], arrays["head.bias"]) if "head.weight" in arrays else None
-        model = model_name = None
-        if model_file is not None:
-            from safetensors.torch import load_file
-
-            from unseen import models
-
-            model_name = config["model"]["name"]
-            model = models.create(model_name, num_classes=int(config["model"]["num_classes"]))
-            model.load_state_dict(load_file(str(model_file)), strict=True)
-            model.to(device)
-        guard = cls(
-            detector,
-            model,
-            model_name=model_name,
-            transform=persist.build_transform(config.get("preprocessing")),
-            head=head,
-            device=device,
-        )
-        guard.alpha = float(config["alpha"])
-        guard.calibration_scores = np.asarray(arrays["calibration.scores"], dtype=np.float64)
-        guard.threshold = float(config["threshold"])
-        guard.tpr = config.get("tpr")
-        guard.monitor_settings = dict(config.get("monitor") or {})
-        guard.monitor = guard._new_monitor()
-        return guard
+        """Set a saved calibration, with the checks :meth:`calibrate` makes (for loading)."""
+        scores = np.asarray(calibration_scores)
+        if scores.ndim != 1 or scores.dtype.kind != "f" or not np.isfinite(scores).all():
+            raise ValueError("calibration scores must be a finite 1-D float array")
+        if (np.diff(scores) < 0).any():
+            raise ValueError("calibration scores must be sorted ascending")
+        k = conformal.threshold_rank(scores.shape[0], alpha)  # checks alpha's type and range
+        if isinstance(threshold, bool) or not isinstance(threshold, float) or (
+            threshold != scores[k - 1]
+        ):
+            raise ValueError(f"the threshold disagrees with the calibration (got {threshold!r})")
+        if tpr is not None and (
+            isinstance(tpr, bool) or not isinstance(tpr, int | float) or not 0.0 <= tpr <= 1.0
+        ):
+            raise ValueError(f"tpr must be None or a number in [0, 1], got {tpr!r}")
+        if not isinstance(monitor, dict) or set(monitor) - {"window", "level", "confidence"}:
+            raise ValueError(f"monitor settings must be window, level, confidence; got {monitor!r}")
+        check_settings(**monitor)
+        self.alpha = float(alpha)
+        self.calibration_scores = scores.astype(np.float64)
+        self.threshold = float(threshold)
+        self.tpr = None if tpr is None else float(tpr)
+        self.monitor_settings = dict(monitor)
+        self.monitor = self._new_monitor()
+        return self
 
     def __repr__(self) -> str:
         model = "" if self.model is None else f", model={self.model_name or type(self.model).__name__}"
         cal = (
             "uncalibrated"
-            if self.threshold is None
+            if self.calibration_scores is None
             else f"alpha={self.alpha}, n_cal={self.calibration_scores.shape[0]}"
         )
         return f"Guard({self.detector!r}{model}, {cal})"
 
-
-def _check_head(weight: Any, bias: Any) -> tuple[np.ndarray, np.ndarray]:
-    w = np.ascontiguousarray(weight, dtype=np.float32)
-    b = np.ascontiguousarray(bias, dtype=np.float32)
-    if w.ndim != 2 or b.shape != (w.shape[0],):
-        raise ValueError(f"head must be weight (C, D) and bias (C,), got {w.shape} and {b.shape}")
-    return w, b
-
-
-def _versions() -> dict[str, str]:
-    import torch
-
-    return {
-        "unseen": unseen.__version__,
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "python": ".".join(map(str, sys.version_info[:3])),
-    }

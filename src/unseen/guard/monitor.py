@@ -51,6 +51,25 @@ class MonitorEstimate:
         return asdict(self)
 
 
+def _check_rate(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"monitor {name} must be a number in (0, 1), got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"monitor {name} must lie in (0, 1), got {value!r}")
+
+
+def check_settings(*, window: Any = 1000, level: Any = 0.01, confidence: Any = 0.95) -> None:
+    """Raise unless ``window`` is a positive integer and ``level``, ``confidence`` lie in (0, 1).
+
+    The one check of monitor settings: :class:`Monitor` runs it, and a guard runs it before it
+    keeps new settings, so that a refused setting never stays behind.
+    """
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
+        raise ValueError(f"monitor window must be a positive integer, got {window!r}")
+    _check_rate("level", level)
+    _check_rate("confidence", confidence)
+
+
 class Monitor:
     """Sliding-window flag statistics with a binomial alarm. Thread-safe.
 
@@ -75,11 +94,8 @@ class Monitor:
         level: float = 0.01,
         confidence: float = 0.95,
     ) -> None:
-        for name, value in (("alpha", alpha), ("level", level), ("confidence", confidence)):
-            if not 0.0 < float(value) < 1.0:
-                raise ValueError(f"monitor {name} must lie in (0, 1), got {value}")
-        if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
-            raise ValueError(f"monitor window must be a positive integer, got {window!r}")
+        check_settings(window=window, level=level, confidence=confidence)
+        _check_rate("alpha", alpha)
         self.alpha = float(alpha)
         self.alpha_hat = self.alpha if alpha_hat is None else float(alpha_hat)
         if not 0.0 <= self.alpha_hat < 1.0:

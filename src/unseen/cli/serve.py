@@ -1,0 +1,72 @@
+"""``unseen serve DIR``: arguments of the HTTP service; the service itself is in the library.
+
+The port is tried before the guard loads, so a port in use is a one-line runtime error (exit
+1) like every other, not uvicorn's own exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+from rich.console import Console
+
+from unseen.cli._common import Subcommand
+
+
+def configure(srv: argparse.ArgumentParser) -> None:
+    srv.description = (
+        "Serve POST /v1/predict, POST /v1/predict-features, GET /healthz, GET /metrics and "
+        "/openapi.json. Binds 127.0.0.1 unless --host says otherwise."
+    )
+    srv.add_argument("guard_dir", type=Path, help="directory written by `unseen calibrate`")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    srv.add_argument("--max-batch", type=int, default=64)
+    srv.add_argument("--max-image-side", type=int, default=4096)
+    srv.add_argument("--max-image-pixels", type=int, default=16_777_216)
+    srv.add_argument("--window", type=int, help="monitoring window in inputs (default: "
+                     "the guard's setting, else 1000)")
+    srv.add_argument("--alarm-level", type=float, help="significance level of the flag-rate "
+                     "alarm (default: the guard's setting, else 0.01)")
+    srv.add_argument("--log-level", default="info")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise OSError saying so when ``host:port`` cannot be listened on (in use, not local)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                          "(choose another --port)") from None
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    check_port(args.host, args.port)
+    from unseen.guard.service import Limits, serve
+
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_batch=args.max_batch,
+        max_image_side=args.max_image_side,
+        max_image_pixels=args.max_image_pixels,
+    )
+    monitor = {k: v for k, v in (("window", args.window), ("level", args.alarm_level))
+               if v is not None}
+    try:
+        serve(str(args.guard_dir), host=args.host, port=args.port, limits=limits,
+              monitor=monitor, log_level=args.log_level)
+    except SystemExit as exc:  # uvicorn exits with its own status when it cannot start
+        if exc.code not in (0, None):
+            raise RuntimeError(f"the server could not start on {args.host}:{args.port} "
+                               "(see the log above)") from None
+    return 0
+
+
+COMMAND = Subcommand("serve", "serve a guard directory over HTTP (127.0.0.1 by default)",
+                     configure, run)
