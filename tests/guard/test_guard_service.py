@@ -26,7 +26,7 @@ from PIL import Image
 from unseen import Representation, detectors, models
 from unseen.data import transforms as T
 from unseen.guard import Guard
-from unseen.guard.service import Limits, create_app
+from unseen.guard.http import Limits, create_app
 
 LIMITS = Limits(max_body_bytes=64 * 1024, max_batch=8, max_image_side=64, max_image_pixels=4096)
 
@@ -368,8 +368,9 @@ def test_real_uvicorn_process(feature_guard: Guard, tmp_path: Path) -> None:
         r = httpx.post(base + "/v1/predict-features", content=b"{", timeout=30,
                        headers={"content-type": "application/json"})
         assert r.status_code == 400
-        metrics = httpx.get(base + "/metrics", timeout=30).text
-        assert "unseen_inputs_total 4\n" in metrics and "unseen_window_inputs 3\n" in metrics
+        fam = parse_prometheus(httpx.get(base + "/metrics", timeout=30).text)
+        # prometheus_client writes samples as floats ("4.0")
+        assert fam["unseen_inputs_total"][0][2] == 4 and fam["unseen_window_inputs"][0][2] == 3
     finally:
         proc.terminate()
         try:
