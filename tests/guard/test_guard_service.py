@@ -259,6 +259,43 @@ def test_healthz_and_openapi(client: TestClient, feature_guard: Guard) -> None:
     assert set(content) == {"multipart/form-data", "application/json"}
 
 
+def test_openapi_is_generated_from_the_pydantic_models(client: TestClient) -> None:
+    from unseen.guard.http.schemas import FeaturesRequest, ImagesRequest
+
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/predict-features"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["title"] == "FeaturesRequest" == FeaturesRequest.__name__
+    rows = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    assert schema["properties"]["features"]["anyOf"][0] == rows
+    assert set(schema["properties"]) == {"features", "logits"} and not schema["additionalProperties"]
+    images = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert images["application/json"]["schema"]["title"] == ImagesRequest.__name__
+    assert images["application/json"]["schema"]["required"] == ["images"]
+    assert images["multipart/form-data"]["schema"]["properties"]["files"]["items"]["format"] == "binary"
+    ok = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok == "#/components/schemas/PredictResponse"
+    pred = spec["components"]["schemas"]["Prediction"]["properties"]
+    assert set(pred) == {"label", "probability", "score", "p_value", "is_ood"}
+    for status in ("400", "408", "413", "415", "422", "503"):
+        ref = post["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/ErrorResponse"
+
+
+def test_each_app_has_its_own_metrics_registry(feature_guard: Guard) -> None:
+    a, b = TestClient(create_app(feature_guard, LIMITS)), TestClient(create_app(feature_guard, LIMITS))
+    for _ in range(3):
+        a.post("/v1/predict-features", json={"features": []})
+    b.post("/v1/predict-features", json={"features": [[1.0] * 6]})
+
+    def counts(c: TestClient) -> dict[tuple[str, str], float]:
+        fam = parse_prometheus(c.get("/metrics").text)
+        return {(s[1]["endpoint"], s[1]["code"]): s[2] for s in fam["unseen_http_requests_total"]}
+
+    assert counts(a) == {("/v1/predict-features", "422"): 3}
+    assert counts(b) == {("/v1/predict-features", "200"): 1}
+
+
 SAMPLE = re.compile(
     r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
     r'(?:\{(?P<labels>[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
