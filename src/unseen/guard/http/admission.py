@@ -1,6 +1,11 @@
-"""Admission control: how many predict requests the server holds at once and how many body bytes
-they buffer. Beyond either bound a request is refused at once with 503 and ``Retry-After``,
-rather than queued without end. Used from the event loop only, so plain counters suffice."""
+"""Admission control: how many predict requests are worked on at once and how many body bytes the
+requests being read buffer. Beyond either bound a request is refused at once with 503 and
+``Retry-After``, rather than queued without end.
+
+A request counts against ``max_in_flight`` only once its body has arrived, so clients that stall
+their upload hold no work slot (the body timeout ends them); bytes count against
+``max_buffered_bytes`` as they arrive, not as declared, so a large Content-Length costs nothing
+until it is sent. Used from the event loop only, so plain counters suffice."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from unseen.guard.http.metrics import HttpMetrics
 
 
 class Admission:
-    """Counts admitted requests and their buffered bytes against ``limits``."""
+    """Counts requests in work and the bytes of bodies held, against ``limits``."""
 
     def __init__(self, limits: Limits, metrics: HttpMetrics) -> None:
         self.limits = limits
@@ -25,21 +30,21 @@ class Admission:
             headers={"Retry-After": str(self.limits.retry_after_s)},
         )
 
-    def enter(self) -> Ticket:
-        """A ticket for one request; 503 when ``max_in_flight`` requests are already admitted."""
-        if self.in_flight >= self.limits.max_in_flight:
-            raise self.busy(f"{self.in_flight} requests in flight")
-        self.in_flight += 1
-        self.metrics.in_flight.set(self.in_flight)
+    def ticket(self) -> Ticket:
         return Ticket(self)
+
+    def _update_gauges(self) -> None:
+        self.metrics.in_flight.set(self.in_flight)
+        self.metrics.buffered_bytes.set(self.buffered)
 
 
 class Ticket:
-    """One admitted request; a context manager that gives its slot and bytes back on exit."""
+    """One request's share; a context manager that gives its bytes and work slot back on exit."""
 
     def __init__(self, admission: Admission) -> None:
         self._admission = admission
         self.reserved = 0
+        self.working = False
 
     def reserve(self, n: int) -> None:
         """Account ``n`` more body bytes; 503 when the server's body budget would be exceeded."""
@@ -48,7 +53,16 @@ class Ticket:
             raise adm.busy(f"{adm.buffered} body bytes buffered")
         adm.buffered += n
         self.reserved += n
-        adm.metrics.buffered_bytes.set(adm.buffered)
+        adm._update_gauges()
+
+    def start_work(self) -> None:
+        """Take a work slot; 503 when ``max_in_flight`` requests are already being worked on."""
+        adm = self._admission
+        if adm.in_flight >= adm.limits.max_in_flight:
+            raise adm.busy(f"{adm.in_flight} requests in flight")
+        adm.in_flight += 1
+        self.working = True
+        adm._update_gauges()
 
     def __enter__(self) -> Ticket:
         return self
@@ -57,8 +71,7 @@ class Ticket:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         adm = self._admission
-        adm.in_flight -= 1
+        adm.in_flight -= int(self.working)
         adm.buffered -= self.reserved
-        self.reserved = 0
-        adm.metrics.in_flight.set(adm.in_flight)
-        adm.metrics.buffered_bytes.set(adm.buffered)
+        self.reserved, self.working = 0, False
+        adm._update_gauges()

@@ -165,8 +165,9 @@ def _add_predict_routes(app: FastAPI, svc: Service) -> None:
     async def predict_features(request: Request) -> Response:
         if parsing.media_type(request) != JSON:
             raise RequestError(415, 'send the features as application/json {"features": [[...]]}')
-        with svc.admission.enter() as ticket:
+        with svc.admission.ticket() as ticket:
             body = await parsing.read_body(request, svc.features_cap, limits.body_timeout_s, ticket)
+            ticket.start_work()
             return await svc.offload(svc.features_job, body)
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS,
@@ -179,8 +180,9 @@ def _add_predict_routes(app: FastAPI, svc: Service) -> None:
             raise RequestError(
                 415, 'send images as multipart/form-data files or JSON {"images": [base64...]}'
             )
-        with svc.admission.enter() as ticket:
+        with svc.admission.ticket() as ticket:
             body = await parsing.read_body(request, limits.max_body_bytes, limits.body_timeout_s, ticket)
+            ticket.start_work()
             ctype = request.headers.get("content-type", "")
             return await svc.offload(svc.images_job, body, media, ctype)
 

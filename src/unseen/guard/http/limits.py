@@ -32,10 +32,10 @@ class Limits:
     ``max_request_pixels`` over all images of a request (all read from the image headers, before
     any decoding; 413), and ``body_timeout_s`` for the whole body to arrive (408).
 
-    Per server: ``workers`` threads decode and score (the event loop only moves bytes, so
+    Per server: ``workers`` threads parse, decode and score (the event loop only moves bytes, so
     ``/healthz`` and ``/metrics`` stay responsive); at most ``max_in_flight`` predict requests
-    are admitted at once and their bodies hold at most ``max_buffered_bytes``; beyond either the
-    answer is 503 with ``Retry-After: retry_after_s``.
+    whose body has arrived are queued or worked on, and the bodies being held take at most
+    ``max_buffered_bytes``; beyond either the answer is 503 with ``Retry-After: retry_after_s``.
     """
 
     max_body_bytes: int = 16 * 1024 * 1024

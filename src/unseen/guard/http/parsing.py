@@ -46,7 +46,6 @@ async def read_body(request: Request, limit: int, timeout_s: float, ticket: Tick
             raise RequestError(400, f"invalid Content-Length header {declared!r}")
         if int(declared) > limit:
             raise RequestError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
-        ticket.reserve(int(declared))
     chunks, size = [], 0
     try:
         with anyio.fail_after(timeout_s):
@@ -54,8 +53,7 @@ async def read_body(request: Request, limit: int, timeout_s: float, ticket: Tick
                 size += len(chunk)
                 if size > limit:
                     raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
-                if declared is None:
-                    ticket.reserve(len(chunk))
+                ticket.reserve(len(chunk))  # as it arrives: a declared length alone costs nothing
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestError(
