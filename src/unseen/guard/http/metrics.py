@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -21,7 +20,7 @@ from unseen.guard.http.limits import calibrated
 
 ENDPOINTS = ("/v1/predict", "/v1/predict-features", "/healthz", "/metrics", "/openapi.json")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 # The status an app answers when the client left before its body arrived (nginx's 499); nobody
 # receives it, and the middleware counts it as a disconnect instead of a request.
 CLIENT_CLOSED = 499
