@@ -26,7 +26,7 @@ from PIL import Image
 from unseen import Representation, detectors, models
 from unseen.data import transforms as T
 from unseen.guard import Guard
-from unseen.guard.service import Limits, create_app
+from unseen.guard.http import Limits, create_app
 
 LIMITS = Limits(max_body_bytes=64 * 1024, max_batch=8, max_image_side=64, max_image_pixels=4096)
 
@@ -259,6 +259,43 @@ def test_healthz_and_openapi(client: TestClient, feature_guard: Guard) -> None:
     assert set(content) == {"multipart/form-data", "application/json"}
 
 
+def test_openapi_is_generated_from_the_pydantic_models(client: TestClient) -> None:
+    from unseen.guard.http.schemas import FeaturesRequest, ImagesRequest
+
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/predict-features"]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["title"] == "FeaturesRequest" == FeaturesRequest.__name__
+    rows = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    assert schema["properties"]["features"]["anyOf"][0] == rows
+    assert set(schema["properties"]) == {"features", "logits"} and not schema["additionalProperties"]
+    images = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert images["application/json"]["schema"]["title"] == ImagesRequest.__name__
+    assert images["application/json"]["schema"]["required"] == ["images"]
+    assert images["multipart/form-data"]["schema"]["properties"]["files"]["items"]["format"] == "binary"
+    ok = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert ok == "#/components/schemas/PredictResponse"
+    pred = spec["components"]["schemas"]["Prediction"]["properties"]
+    assert set(pred) == {"label", "probability", "score", "p_value", "is_ood"}
+    for status in ("400", "408", "413", "415", "422", "503"):
+        ref = post["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/ErrorResponse"
+
+
+def test_each_app_has_its_own_metrics_registry(feature_guard: Guard) -> None:
+    a, b = TestClient(create_app(feature_guard, LIMITS)), TestClient(create_app(feature_guard, LIMITS))
+    for _ in range(3):
+        a.post("/v1/predict-features", json={"features": []})
+    b.post("/v1/predict-features", json={"features": [[1.0] * 6]})
+
+    def counts(c: TestClient) -> dict[tuple[str, str], float]:
+        fam = parse_prometheus(c.get("/metrics").text)
+        return {(s[1]["endpoint"], s[1]["code"]): s[2] for s in fam["unseen_http_requests_total"]}
+
+    assert counts(a) == {("/v1/predict-features", "422"): 3}
+    assert counts(b) == {("/v1/predict-features", "200"): 1}
+
+
 SAMPLE = re.compile(
     r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
     r'(?:\{(?P<labels>[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -368,8 +405,9 @@ def test_real_uvicorn_process(feature_guard: Guard, tmp_path: Path) -> None:
         r = httpx.post(base + "/v1/predict-features", content=b"{", timeout=30,
                        headers={"content-type": "application/json"})
         assert r.status_code == 400
-        metrics = httpx.get(base + "/metrics", timeout=30).text
-        assert "unseen_inputs_total 4\n" in metrics and "unseen_window_inputs 3\n" in metrics
+        fam = parse_prometheus(httpx.get(base + "/metrics", timeout=30).text)
+        # prometheus_client writes samples as floats ("4.0")
+        assert fam["unseen_inputs_total"][0][2] == 4 and fam["unseen_window_inputs"][0][2] == 3
     finally:
         proc.terminate()
         try:
