@@ -7,6 +7,7 @@ The port is tried before the guard loads, so a port in use is a one-line runtime
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -23,10 +24,14 @@ def configure(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("guard_dir", type=Path, help="directory written by `unseen calibrate`")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
-    srv.add_argument("--max-batch", type=int, default=64)
-    srv.add_argument("--max-image-side", type=int, default=4096)
-    srv.add_argument("--max-image-pixels", type=int, default=16_777_216)
+    from unseen.guard.http.limits import Limits
+
+    for f in dataclasses.fields(Limits):  # one flag per request/server limit, defaults from Limits
+        kind = float if f.name == "body_timeout_s" else int
+        flag = "--" + f.name.removesuffix("_s").replace("_", "-")
+        default = None if f.default is dataclasses.MISSING else f.default
+        srv.add_argument(flag, dest=f.name, type=kind, default=default,
+                         help=f"Limits.{f.name} (default: {default or 'derived'})")
     srv.add_argument("--window", type=int, help="monitoring window in inputs (default: "
                      "the guard's setting, else 1000)")
     srv.add_argument("--alarm-level", type=float, help="significance level of the flag-rate "
@@ -48,14 +53,10 @@ def check_port(host: str, port: int) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     check_port(args.host, args.port)
-    from unseen.guard.service import Limits, serve
+    from unseen.guard.http import Limits, serve
 
-    limits = Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_batch=args.max_batch,
-        max_image_side=args.max_image_side,
-        max_image_pixels=args.max_image_pixels,
-    )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}
+    limits = Limits(**{k: v for k, v in given.items() if v is not None})
     monitor = {k: v for k, v in (("window", args.window), ("level", args.alarm_level))
                if v is not None}
     try:

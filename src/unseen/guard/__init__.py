@@ -1,5 +1,5 @@
 """From benchmark to production: a calibrated guard with conformal p-values, FDR selection,
-persistence without pickle, monitoring and an HTTP service (``unseen.guard.service``).
+persistence without pickle, monitoring and an HTTP service (``unseen.guard.http``).
 
 ``core``: calibration and prediction; ``inputs``: what a guard accepts; ``persist``: guard and
 detector directories; ``conformal``: thresholds, p-values, BH; ``monitor``: the flag-rate watch;
