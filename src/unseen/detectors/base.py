@@ -249,8 +249,13 @@ class Detector:
             else:
                 valid.append(i)
         held = self.get_params()
+        # every point spelled out in full, so no point inherits another's values
+        full = [{**{k: held[k] for k in self.score_params}, **points[i]} for i in valid]
+        chunks = []
         try:
-            chunks = [self._score_grid(c, [points[i] for i in valid]) for c in self._chunks(rep)]
+            for chunk in self._chunks(rep):
+                chunks.append(self._score_grid(chunk, full))
+                vars(self).update(held)
         finally:
             vars(self).update(held)
         for j, i in enumerate(valid):
@@ -264,8 +269,9 @@ class Detector:
     def _score_grid(
         self, rep: Representation, points: Sequence[Mapping[str, Any]]
     ) -> list[np.ndarray | ValueError]:
-        """One chunk's scores at each (validated) point; the default scores point by point.
-        An override may change the score-only hyperparameters: :meth:`score_grid` restores them."""
+        """One chunk's scores at each point (validated, every score-only hyperparameter given);
+        the default scores point by point. An override may change the score-only
+        hyperparameters: :meth:`score_grid` restores them."""
         out: list[np.ndarray | ValueError] = []
         for point in points:
             vars(self).update(point)

@@ -83,27 +83,52 @@ class NetworkSource:
 @dataclass
 class _PickedRows:
     """Rows ``rows`` of data that can only be iterated (a DataLoader, an iterable of batches),
-    taken from its batches in order as they stream past."""
+    in the order given: taken from the batches as they stream past when the rows increase,
+    otherwise gathered first and re-batched (only the picked rows are held)."""
 
     data: Any
     batch_size: int
     loader_kwargs: dict[str, Any]
     rows: slice | np.ndarray
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def _positions(self) -> Iterator[tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor | None]]]:
         start = 0
-        wanted = None if isinstance(self.rows, slice) else np.sort(np.asarray(self.rows))
         for batch in _iter_batches(self.data, self.batch_size, self.loader_kwargs):
             x, y = _split_batch(batch)
-            at = np.arange(start, start + len(x))
+            yield np.arange(start, start + len(x)), (x, y)
             start += len(x)
-            if wanted is None:
-                keep = np.flatnonzero(_in_slice(at, self.rows))  # type: ignore[arg-type]
-            else:
-                keep = np.flatnonzero(np.isin(at, wanted))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        rows = self.rows
+        if isinstance(rows, slice):
+            if (rows.step or 1) < 0 or (rows.start or 0) < 0 or (rows.stop or 0) < 0:
+                raise ValueError("rows of streamed data must be counted from the start")
+            keep_of = lambda at: _in_slice(at, rows)  # noqa: E731
+        else:
+            wanted = np.asarray(rows, dtype=np.int64)
+            if wanted.size and wanted.min() < 0:
+                raise ValueError("rows of streamed data must be counted from the start")
+            if wanted.size > 1 and not (np.diff(wanted) > 0).all():
+                yield from self._gathered(wanted)
+                return
+            keep_of = lambda at: np.isin(at, wanted)  # noqa: E731
+        for at, (x, y) in self._positions():
+            keep = np.flatnonzero(keep_of(at))
             if keep.size:
                 pick = torch.as_tensor(keep)
                 yield x[pick], None if y is None else y[pick]
+
+    def _gathered(self, wanted: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        held: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for at, (x, y) in self._positions():
+            for j in np.flatnonzero(np.isin(at, wanted)):
+                held[int(at[j])] = (x[j], None if y is None else y[j])
+        for i in range(0, len(wanted), self.batch_size):
+            part = [held[int(r)] for r in wanted[i : i + self.batch_size]]
+            ys = [t[1] for t in part]
+            yield torch.stack([t[0] for t in part]), (
+                None if any(v is None for v in ys) else torch.stack(ys)  # type: ignore[misc]
+            )
 
 
 def _in_slice(at: np.ndarray, rows: slice) -> np.ndarray:
