@@ -328,7 +328,11 @@ class Representation:
             k[len(_LAYER_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_LAYER_PREFIX)
         }
         return cls(
-            **{k: arrays.get(k) for k in _ARRAYS},
+            features=arrays.get("features"),
+            logits=arrays.get("logits"),
+            labels=arrays.get("labels"),
+            weight=arrays.get("weight"),
+            bias=arrays.get("bias"),
             layers=layers,
             meta=json.loads(meta_block.get("meta", "{}")),
         )

@@ -235,19 +235,8 @@ class Detector:
         it once.
         """
         self._check_scorable(rep)
-        results: list[np.ndarray | ValueError | None] = [None] * len(points)
-        valid = []
-        for i, point in enumerate(points):
-            not_score = set(point) - self.score_params
-            if not_score:
-                raise ValueError(f"{self.name}.score_grid: {sorted(not_score)} are not score-only "
-                                 f"hyperparameters (those are {sorted(self.score_params)})")
-            try:
-                self._validate_params({**self.get_params(), **point})
-            except ValueError as exc:
-                results[i] = exc
-            else:
-                valid.append(i)
+        results: list[np.ndarray | ValueError | None] = [self._refusal(p) for p in points]
+        valid = [i for i, refused in enumerate(results) if refused is None]
         held = self.get_params()
         # every point spelled out in full, so no point inherits another's values
         full = [{**{k: held[k] for k in self.score_params}, **points[i]} for i in valid]
@@ -260,11 +249,24 @@ class Detector:
             vars(self).update(held)
         for j, i in enumerate(valid):
             parts = [chunk[j] for chunk in chunks]
-            error = next((p for p in parts if isinstance(p, ValueError)), None)
-            results[i] = error if error is not None else self._checked_scores(
-                np.concatenate(parts), len(rep), points[i]
+            errors = [p for p in parts if isinstance(p, ValueError)]
+            scores = [p for p in parts if not isinstance(p, ValueError)]
+            results[i] = errors[0] if errors else self._checked_scores(
+                np.concatenate(scores), len(rep), points[i]
             )
         return results  # type: ignore[return-value]  # every entry is set above
+
+    def _refusal(self, point: Mapping[str, Any]) -> ValueError | None:
+        """Why the grid point ``point`` is refused (its constraint error), or None."""
+        not_score = set(point) - self.score_params
+        if not_score:
+            raise ValueError(f"{self.name}.score_grid: {sorted(not_score)} are not score-only "
+                             f"hyperparameters (those are {sorted(self.score_params)})")
+        try:
+            self._validate_params({**self.get_params(), **point})
+        except ValueError as exc:
+            return exc
+        return None
 
     def _score_grid(
         self, rep: Representation, points: Sequence[Mapping[str, Any]]

@@ -125,9 +125,9 @@ class _PickedRows:
                 held[int(at[j])] = (x[j], None if y is None else y[j])
         for i in range(0, len(wanted), self.batch_size):
             part = [held[int(r)] for r in wanted[i : i + self.batch_size]]
-            ys = [t[1] for t in part]
+            ys = [t[1] for t in part if t[1] is not None]
             yield torch.stack([t[0] for t in part]), (
-                None if any(v is None for v in ys) else torch.stack(ys)  # type: ignore[misc]
+                torch.stack(ys) if len(ys) == len(part) else None
             )
 
 

@@ -91,7 +91,8 @@ class Gram(NetworkDetector):
     @classmethod
     def shared_fit(cls, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         # The largest order: its fit keeps every lower one.
-        return dict(max(points, key=lambda p: p.get("powers", 10)))
+        orders = [int(p.get("powers", 10)) for p in points]
+        return dict(points[orders.index(max(orders))])
 
     def _batches(self, rep: Representation, powers: int) -> Iterator[tuple[slice, list[np.ndarray]]]:
         """Batch by batch: the rows covered and, per layer, their (B, P, C) Gram features (so
@@ -136,7 +137,8 @@ class Gram(NetworkDetector):
         training rows predicted as each class."""
         pred = np.asarray(train.logits).argmax(axis=1)
         n_classes = train.logits.shape[1]
-        self.mins_, self.maxs_ = [], []
+        self.mins_: list[np.ndarray] = []
+        self.maxs_: list[np.ndarray] = []
         for rows, feats in self._batches(train, self.powers_):
             if not self.mins_:
                 self.mins_ = [np.full((n_classes, *f.shape[1:]), np.inf) for f in feats]
