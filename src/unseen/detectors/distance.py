@@ -127,8 +127,9 @@ class KNN(Detector):
     core. Default k = 50 (OpenOOD v1.5's CIFAR config); grid k ∈ {1, 10, 20, 50, 100, 200, 500,
     1000} (values above the training-set size are dropped from the search). OpenOOD returns the
     *squared* distance; the ranking is the same. :meth:`score_grid` runs one search with the
-    largest k asked for and reads every smaller k from it (faiss computes each distance the
-    same way whatever k, so the k-th value does not change).
+    largest k asked for and reads every smaller k > 1 from it (faiss's heap search computes each
+    distance the same way whatever k, so the k-th value does not change; k = 1 has a kernel of
+    its own and is searched on its own).
     """
 
     name = "knn"
@@ -182,11 +183,14 @@ class KNN(Detector):
                 ks.append(int(self.k))
             except ValueError as exc:
                 ks.append(exc)
-        valid = [k for k in ks if isinstance(k, int)]
-        if not valid:
-            return list(ks)  # type: ignore[arg-type]  # all errors
-        seen = self._search(l2_normalise(rep.features), max(valid))
-        return [k if isinstance(k, ValueError) else self._kth(seen, k) for k in ks]
+        queries = l2_normalise(rep.features)
+        # faiss has its own kernel for k = 1, whose distances may differ in the last bits from
+        # the heap search's: k = 1 gets its own search, every larger k shares the widest.
+        wider = [k for k in ks if isinstance(k, int) and k > 1]
+        searched = {1: self._search(queries, 1)} if 1 in ks else {}
+        if wider:
+            searched[2] = self._search(queries, max(wider))
+        return [k if isinstance(k, ValueError) else self._kth(searched[min(k, 2)], k) for k in ks]
 
     def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Squared distances to the k nearest bank rows, ascending, (N, k) float32."""
