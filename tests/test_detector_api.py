@@ -99,3 +99,68 @@ def test_softmax_and_logsumexp_are_stable_on_huge_logits() -> None:
     np.testing.assert_allclose(softmax(z), [[0.5, 0.5, 0.0]])
     np.testing.assert_allclose(logsumexp(z), [1000.0 + np.log(2.0)])
     np.testing.assert_allclose(logsumexp(z, temperature=10.0), [10 * (100 + np.log(2.0))])
+
+
+def test_constraints_are_checked_once_at_fit_and_set_params(toy_rep) -> None:
+    # Construction never validates (scikit-learn's rule); fit does, with the detector's name.
+    det = unseen.detectors.create("energy", temperature=-1.0)
+    with pytest.raises(ValueError, match="energy temperature must be a finite number > 0, got -1.0"):
+        det.fit(toy_rep)
+    with pytest.raises(TypeError, match=r"knn k must be an integer >= 1, got '5' \(str\)"):
+        unseen.detectors.create("knn", k="5").fit(toy_rep)
+    # set_params refuses an invalid value and keeps every value as it was
+    det = unseen.detectors.create("weiper", n_bins=10, smoothing=3, smoothing_perturbed=4).fit(toy_rep)
+    with pytest.raises(ValueError, match="weiper smoothing=11 exceeds n_bins=10"):
+        det.set_params(lambda_1=1.0, smoothing=11)
+    assert (det.lambda_1, det.smoothing) == (2.5, 3)
+    # a fitted state restored with bad hyperparameters is refused as fit would refuse it
+    with pytest.raises(ValueError, match="weiper lambda_2 must be a finite number >= 0"):
+        type(det).from_state({**det.get_params(), "lambda_2": -1.0}, det.fitted_state())
+
+
+def test_score_grid_equals_scoring_point_by_point_and_reports_bad_points(toy_rep) -> None:
+    det = unseen.detectors.create("energy").fit(toy_rep)
+    got = det.score_grid(toy_rep, [{"temperature": 2.0}, {"temperature": 0.0}, {}])
+    np.testing.assert_array_equal(got[0], -logsumexp(toy_rep.logits, 2.0))
+    assert isinstance(got[1], ValueError) and "temperature" in str(got[1])
+    np.testing.assert_array_equal(got[2], det.score(toy_rep))
+    assert det.temperature == 1.0
+    with pytest.raises(ValueError, match="not score-only"):
+        unseen.detectors.create("vra").fit(toy_rep).score_grid(toy_rep, [{"low": 50}])
+
+
+def test_registry_table_matches_the_registered_classes() -> None:
+    from unseen.detectors import registry
+
+    loaded = registry.load_all()
+    assert sorted(loaded) == sorted(registry.MODULES) == unseen.detectors.names()
+    for name, cls in loaded.items():
+        assert cls.name == name
+        assert cls.__module__ == f"unseen.detectors.{registry.MODULES[name]}"
+
+
+def test_importing_the_detectors_loads_neither_torch_nor_faiss() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, unseen.detectors as d\n"
+        "assert len(d.names()) >= 32\n"
+        "d.create('msp')\n"
+        "print(sorted(m for m in ('torch', 'faiss') if m in sys.modules))\n"
+        "d.create('knn'); d.create('odin')\n"
+        "print(sorted(m for m in ('torch', 'faiss') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # faiss is imported only when knn first searches, torch with the network family
+    assert done.stdout.split("\n")[:2] == ["[]", "['torch']"]
+
+
+def test_outcome_key_hashes_the_method_file_and_its_shared_helpers_only() -> None:
+    from unseen.benchmark.outcomes import code_files
+
+    files = {n: [p.relative_to(p.parents[1]).as_posix() for p in code_files(unseen.detectors.get(n))]
+             for n in ("odin", "gram", "adascale_a", "adascale_l")}
+    assert files["odin"] == ["network/_common.py", "network/odin.py"]
+    assert files["gram"] == ["network/_common.py", "network/gram.py"]
+    assert files["adascale_a"] == files["adascale_l"] == ["network/_common.py", "network/adascale.py"]

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+import unseen.detectors
 from unseen import Representation
 from unseen.representation import RepresentationError, concat
 
@@ -113,3 +114,46 @@ def test_head_logits_applies_the_head(toy_rep) -> None:
     np.testing.assert_allclose(toy_rep.head_logits(), toy_rep.logits, rtol=1e-5, atol=1e-5)
     with pytest.raises(RepresentationError, match="no classifier head"):
         Representation(features=np.zeros((1, 2))).head_logits()
+
+
+def test_assigning_an_array_later_is_validated_like_construction(toy_rep) -> None:
+    # Before, `rep.features = x` skipped every check and knn passed inf through as 1.8e19.
+    bank = unseen.detectors.create("knn", k=3).fit(toy_rep)
+    rep = toy_rep.subset(slice(0, 10))
+    good = rep.features
+    with pytest.raises(RepresentationError, match="features contains 10 NaN or infinite"):
+        rep.features = np.where(np.arange(8) == 2, np.inf, good)
+    assert rep.features is good  # the old value is kept
+    with pytest.raises(RepresentationError, match="features have dimension 4 but weight expects 8"):
+        rep.features = np.zeros((10, 4))
+    with pytest.raises(RepresentationError, match="features has 3, logits has 10"):
+        rep.features = np.zeros((3, 8))
+    with pytest.raises(RepresentationError, match="-1 for OOD"):
+        rep.labels = np.full(10, -2)
+    with pytest.raises(RepresentationError, match="labels reach 3"):
+        rep.labels = np.full(10, 3)
+    rep.features = good[::-1] * 2.0  # a consistent replacement is taken, as float
+    np.testing.assert_array_equal(rep.features, good[::-1] * 2.0)
+    expected = np.sort(np.linalg.norm(
+        (rep.features / np.linalg.norm(rep.features, axis=1, keepdims=True))[:, None]
+        - bank.bank_[None], axis=2), axis=1)[:, 2]
+    np.testing.assert_allclose(bank.score(rep), expected, atol=2e-6)
+
+
+def test_subset_keeps_the_source_row_for_row() -> None:
+    # A DataLoader has no rows to index: its batches are picked from as they stream past.
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from unseen.extraction import NetworkSource
+
+    x = torch.arange(20.0).reshape(10, 2)
+    for data in (x, TensorDataset(x), DataLoader(TensorDataset(x), batch_size=3)):
+        source = NetworkSource(model=torch.nn.Identity(), data=data, head=None, batch_size=4)
+        rep = Representation(features=x.numpy(), source=source)
+        for index, rows in ((slice(2, 9, 3), [2, 5, 8]), (np.array([7, 1, 4]), [7, 1, 4]),
+                            (np.arange(10) % 4 == 0, [0, 4, 8])):
+            sub = rep.subset(index)
+            got = torch.cat([b[0] for b in sub.source.batches()])
+            np.testing.assert_array_equal(got.numpy(), x.numpy()[rows])
+            np.testing.assert_array_equal(sub.features, x.numpy()[rows])

@@ -1,19 +1,24 @@
 """What a model produced for one dataset: the cache every detector reads.
 
 A :class:`Representation` holds optional arrays (features, logits, labels, the classifier
-head, named intermediate layers) plus JSON metadata. It validates itself on construction so a
-detector never sees inconsistent input, and it persists as one safetensors file that loads
-through a memory map.
+head, named intermediate layers) plus JSON metadata. It validates itself on construction and
+on every later assignment of an array, so a detector never sees inconsistent input, and it
+persists as one safetensors file that loads through a memory map.
+
+:class:`NetworkSource` is the contract of what produced a Representation (the model and its
+input data), for detectors that run the network again. It is defined here, on the lowest floor,
+so that those detectors use it without importing :mod:`unseen.extraction`, which implements it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -40,6 +45,45 @@ class RepresentationError(ValueError):
     """A Representation's arrays are missing, malformed or inconsistent."""
 
 
+#: A forward hook, ``hook(module, inputs, output) -> replacement output or None`` (torch's
+#: signature; typed loosely so that this floor needs no torch).
+Hook = Callable[[Any, Any, Any], Any]
+
+
+class NetworkSource(Protocol):
+    """The model and input data behind a Representation (``rep.source``), row for row.
+
+    ``model`` is the ``torch.nn.Module``; ``input_std`` the per-channel normalisation std of the
+    preprocessing (or None); tensors are torch tensors. Implemented by
+    :class:`unseen.extraction.NetworkSource`.
+    """
+
+    model: Any
+    input_std: tuple[float, ...] | None
+    batch_size: int
+
+    def batches(self) -> Iterable[tuple[Any, Any]]:
+        """``(inputs, labels_or_None)`` batches in the order of the representation's rows."""
+        ...
+
+    def subset(self, rows: slice | np.ndarray) -> NetworkSource:
+        """The same model over rows ``rows`` (a slice or integer indices) of the data."""
+        ...
+
+    def running(
+        self, hooks: Mapping[str, Hook] | None = None, features: dict[str, Any] | None = None
+    ) -> AbstractContextManager[None]:
+        """For the duration of the block: the model in eval mode, ``hooks`` registered as forward
+        hooks on the modules they name, and (when ``features`` is given) each forward pass's
+        penultimate feature, flattened, kept in ``features["features"]``."""
+        ...
+
+    def block_output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Output shape, on the first batch, of each direct child of the model except the head,
+        in registration order (children that return no tensor left out)."""
+        ...
+
+
 def _all_finite(arr: np.ndarray, rows: int = 65536) -> bool:
     # Row chunks keep the temporary mask small when `arr` is a memory map of a large file.
     if arr.ndim == 0:
@@ -63,6 +107,32 @@ def _as_float(name: str, value: Any, ndim: int) -> np.ndarray:
     return arr
 
 
+def _as_labels(value: Any) -> np.ndarray:
+    labels = np.asarray(value)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise RepresentationError(
+            f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
+        )
+    if labels.size and labels.min() < -1:
+        raise RepresentationError("labels must be class indices >= 0, or -1 for OOD")
+    return labels.astype(np.int64, copy=False)
+
+
+def _as_layers(value: Any) -> dict[str, np.ndarray]:
+    return {str(k): _as_float(f"layers[{k!r}]", v, np.asarray(v).ndim) for k, v in value.items()}
+
+
+#: How each array attribute is checked, on construction and on every later assignment.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "features": lambda v: _as_float("features", v, 2),
+    "logits": lambda v: _as_float("logits", v, 2),
+    "weight": lambda v: _as_float("weight", v, 2),
+    "bias": lambda v: _as_float("bias", v, 1),
+    "labels": _as_labels,
+    "layers": _as_layers,
+}
+
+
 @dataclass(eq=False)
 class Representation:
     """Cached model outputs for one dataset.
@@ -75,8 +145,12 @@ class Representation:
         bias: (C,) bias of the final linear layer.
         layers: named intermediate activations, each with N rows.
         meta: free-form JSON-serialisable metadata (dataset name, model id, ...).
-        source: not persisted. What produced the arrays (set by :func:`unseen.extract`): only
-            detectors that run the network again need it.
+        source: not persisted. What produced the arrays (a :class:`NetworkSource`, set by
+            :func:`unseen.extract`): only detectors that run the network again need it.
+
+    Assigning an array later (``rep.features = x``) runs the same checks as construction; one
+    that would make the arrays disagree is refused and the old value kept (to change the number
+    of rows, build a new Representation).
     """
 
     features: np.ndarray | None = None
@@ -86,35 +160,33 @@ class Representation:
     bias: np.ndarray | None = None
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
-    source: Any = field(default=None, repr=False, compare=False)
+    source: NetworkSource | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = _CHECKS.get(name)
+        if check is None:
+            object.__setattr__(self, name, value)
+            return
+        if value is not None:
+            value = check(value)
+        if not self.__dict__.get("_checked", False):  # still in __init__: __post_init__ checks
+            object.__setattr__(self, name, value)
+            return
+        old = self.__dict__[name]
+        object.__setattr__(self, name, value)
+        try:
+            self._check_consistency()
+        except RepresentationError:
+            object.__setattr__(self, name, old)
+            raise
 
     def __post_init__(self) -> None:
-        if self.features is not None:
-            self.features = _as_float("features", self.features, 2)
-        if self.logits is not None:
-            self.logits = _as_float("logits", self.logits, 2)
-        if self.weight is not None:
-            self.weight = _as_float("weight", self.weight, 2)
-        if self.bias is not None:
-            self.bias = _as_float("bias", self.bias, 1)
-        if self.labels is not None:
-            labels = np.asarray(self.labels)
-            if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                raise RepresentationError(
-                    f"labels must be a 1-D integer array, got shape {labels.shape} "
-                    f"dtype {labels.dtype}"
-                )
-            if labels.size and labels.min() < -1:
-                raise RepresentationError("labels must be class indices >= 0, or -1 for OOD")
-            self.labels = labels.astype(np.int64, copy=False)
-        self.layers = {
-            str(k): _as_float(f"layers[{k!r}]", v, np.asarray(v).ndim) for k, v in self.layers.items()
-        }
         self._check_consistency()
         try:
             json.dumps(self.meta)
         except TypeError as exc:
             raise RepresentationError(f"meta must be JSON-serialisable: {exc}") from None
+        object.__setattr__(self, "_checked", True)
 
     def _check_consistency(self) -> None:
         rows = {
@@ -171,11 +243,18 @@ class Representation:
         return None if self.weight is None else int(self.weight.shape[0])
 
     def subset(self, index: slice | np.ndarray | list[int]) -> Representation:
-        """Rows `index` of every per-sample array; the head and metadata are shared."""
+        """Rows `index` of every per-sample array and of the source; the head and metadata are
+        shared."""
 
         def take(arr: np.ndarray | None) -> np.ndarray | None:
             return None if arr is None else arr[index]
 
+        if not isinstance(index, slice):
+            index = np.asarray(index)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            elif index.size == 0:
+                index = index.astype(np.int64)
         return Representation(
             features=take(self.features),
             logits=take(self.logits),
@@ -184,6 +263,7 @@ class Representation:
             bias=self.bias,
             layers={k: v[index] for k, v in self.layers.items()},
             meta=dict(self.meta),
+            source=None if self.source is None else self.source.subset(index),
         )
 
     def head_logits(self, features: np.ndarray | None = None) -> np.ndarray:
@@ -248,7 +328,11 @@ class Representation:
             k[len(_LAYER_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_LAYER_PREFIX)
         }
         return cls(
-            **{k: arrays.get(k) for k in _ARRAYS},
+            features=arrays.get("features"),
+            logits=arrays.get("logits"),
+            labels=arrays.get("labels"),
+            weight=arrays.get("weight"),
+            bias=arrays.get("bias"),
             layers=layers,
             meta=json.loads(meta_block.get("meta", "{}")),
         )

@@ -13,14 +13,8 @@ from scipy.spatial import distance as spd
 
 from unseen import Representation
 from unseen.detectors import MissingInputError, create, get
-from unseen.detectors.boundary import (
-    LIBMR_TRANSLATE,
-    _bin_counts,
-    _histograms,
-    _smooth,
-    fit_high,
-    weibull_mle,
-)
+from unseen.detectors.openset import LIBMR_TRANSLATE, fit_high, weibull_mle
+from unseen.detectors.weiper import _bin_counts, _histograms, _smooth
 
 NAMES = ["fdbd", "nci", "gradnorm", "openmax", "weiper"]
 #: small settings so the WeiPer tests stay fast
@@ -478,18 +472,27 @@ def test_weiper_histograms_match_searchsorted_on_edges_and_non_finite_values() -
     assert 20 < coarse < 280  # both the guessed and the searched bins are exercised
 
 
-def test_weiper_memo_over_score_only_params_equals_fresh_detectors(aligned) -> None:
+def test_weiper_score_grid_over_score_only_params_equals_fresh_detectors(aligned,
+                                                                        monkeypatch) -> None:
     train, test = aligned
     det = create("weiper", **WEIPER_SMALL).fit(train)
-    for params in [
+    grid = [
         {"lambda_1": 0.1, "lambda_2": 1.0, "smoothing": 1, "smoothing_perturbed": 10},
         {"lambda_1": 4.0, "lambda_2": 0.0, "smoothing": 10, "smoothing_perturbed": 2},
         {"lambda_1": 2.5, "lambda_2": 0.1, "smoothing": 3, "smoothing_perturbed": 4},
-    ]:
+    ]
+    for params in grid:
         got = det.set_params(**params).score(test)
         fresh = create("weiper", **{**WEIPER_SMALL, **params}).fit(train).score(test)
         np.testing.assert_array_equal(got, fresh)
-    assert len(det._sample_memo[1]) == 1  # one representation, scored three times
+    calls = []
+    terms = type(det)._sample_terms
+    monkeypatch.setattr(type(det), "_sample_terms", lambda self, rep: calls.append((self, rep))
+                        or terms(self, rep))
+    for params, got in zip(grid, det.score_grid(test, grid), strict=True):
+        fresh = create("weiper", **{**WEIPER_SMALL, **params}).fit(train).score(test)
+        np.testing.assert_array_equal(got, fresh)
+    assert calls.count((det, test)) == 1  # its histograms computed once for the three points
     # a refit with another perturbation must not reuse the old histograms
     det.set_params(perturbation_distance=0.7).fit(train)
     fresh = create("weiper", **{**WEIPER_SMALL, **params, "perturbation_distance": 0.7}).fit(train)

@@ -309,18 +309,32 @@ def test_adascale_matches_a_per_sample_reference(reps, fitted, ada_parts, name):
     np.testing.assert_allclose(det.score(reps["test"]), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_adascale_variants_share_one_network_pass_per_representation(model):
+def test_adascale_runs_the_network_once_per_representation_for_its_whole_grid(model):
+    # Two forward passes per batch (clean and perturbed); the memo is the detector's own, so
+    # a second detector (of either variant) computes afresh.
     train, val, test = rep_of(model, 40, 0), rep_of(model, 20, 1), rep_of(model, 9, 2)
-    a = create("adascale_a", **PARAMS["adascale_a"]).fit(train, val)
-    a.score(test)
+    a = create("adascale_a", **PARAMS["adascale_a"])
     calls = model.calls
-    got = create("adascale_l", **PARAMS["adascale_l"]).fit(train, val).score(test)
-    assert model.calls == calls  # val and test perturbations came from adascale_a's passes
-    other = rep_of(model, 9, 2)  # same data, a new representation: computed afresh
+    a.fit(train, val)
+    assert model.calls == calls + 2 * 2  # val: 20 rows in batches of 16
+    pairs = [{"percentile": p} for p in ([20, 80], [30, 60], [10, 90])]
     calls = model.calls
-    np.testing.assert_allclose(create("adascale_l", **PARAMS["adascale_l"]).fit(train, val)
-                               .score(other), got, rtol=1e-6)
-    assert model.calls > calls
+    grid = a.score_grid(val, pairs)  # as a grid search does after fit: no pass at all
+    assert model.calls == calls
+    got = a.score_grid(test, pairs)
+    assert model.calls == calls + 2
+    for pair, on_val, on_test in zip(pairs, grid, got, strict=True):
+        fresh = create("adascale_a", **{**PARAMS["adascale_a"], **pair}).fit(train, val)
+        np.testing.assert_array_equal(on_val, fresh.score(val))
+        np.testing.assert_array_equal(on_test, fresh.score(test))
+    calls = model.calls
+    other = create("adascale_l", **PARAMS["adascale_l"]).fit(train, val)
+    other.score(test)
+    assert model.calls == calls + 2 * 2 + 2
+    other_rep = rep_of(model, 9, 2)  # same data, a new representation: computed afresh
+    calls = model.calls
+    np.testing.assert_allclose(other.score(other_rep), other.score(test), rtol=1e-6)
+    assert model.calls == calls + 2
 
 
 def test_adascale_a_with_a_fixed_percentile_is_scale(reps):

@@ -327,10 +327,13 @@ def test_invalid_hyperparameters(train, name, params, error):
 
 
 def test_invalid_score_parameter_set_after_fit(train, test_rep):
+    # Refused when set (the constraints are checked by set_params), and nothing changes.
     det = create("ash").fit(train)
-    det.set_params(variant="x")
+    before = det.score(test_rep)
     with pytest.raises(ValueError, match="variant"):
-        det.score(test_rep)
+        det.set_params(variant="x")
+    assert det.variant == "s"
+    np.testing.assert_array_equal(det.score(test_rep), before)
 
 
 def test_percentile_keeping_nothing_is_an_error(train):

@@ -3,10 +3,11 @@
 A detector that runs the network again (``"network"`` in ``requires``) costs a pass of the
 model over every split for every fit, which is the benchmark's extraction cost all over again.
 Its outcome (search log, chosen hyperparameters, test scores) is a function of the splits'
-representations, the detector's code and grid, and the seed, so it is stored under a key made
-of exactly those and restored on the next run; the cache-based detectors are always scored
-afresh. An entry is two files under ``<cache>/outcomes/``: ``<key>.npz`` (scores, written
-first) and ``<key>.json`` (the rest, written last, so its presence marks a complete entry).
+representations, the detector's code (its own module and the shared helper modules it uses,
+:func:`code_files`) and grid, and the seed, so it is stored under a key made of exactly those
+and restored on the next run; the cache-based detectors are always scored afresh. An entry is
+two files under ``<cache>/outcomes/``: ``<key>.npz`` (scores, written first) and
+``<key>.json`` (the rest, written last, so its presence marks a complete entry).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,37 @@ from unseen.representation import Representation
 #: bump when what an entry holds changes meaning
 FORMAT = 1
 
+_OWN = "unseen.detectors."
+#: modules every detector uses that do not compute its scores
+_GENERIC = {"unseen.detectors.base", "unseen.detectors.registry", "unseen.detectors.params"}
+
 
 def cacheable(cls: type[Detector]) -> bool:
     return "network" in cls.requires
 
 
+def code_files(cls: type[Detector]) -> list[Path]:
+    """The source files a detector's outcome depends on: the modules of its class and of its
+    detector base classes, and the detector-package modules those import names from (shared
+    helpers), sorted. The generic base class and the registry are left out, as before: they do
+    not compute scores."""
+    modules = {c.__module__ for c in cls.__mro__ if c.__module__.startswith(_OWN)}
+    for name in list(modules):
+        for value in vars(sys.modules[name]).values():
+            home = getattr(value, "__module__", None) if not inspect.ismodule(value) else (
+                value.__name__
+            )
+            if isinstance(home, str) and home.startswith(_OWN):
+                modules.add(home)
+    modules -= _GENERIC
+    return sorted(Path(inspect.getfile(sys.modules[m])) for m in modules)
+
+
 def _code_digest(cls: type[Detector]) -> str:
-    # The class's whole module: helpers outside the class change its outcome too.
-    return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for path in code_files(cls):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def key(cls: type[Detector], reps: dict[str, Representation], seed: int) -> str | None:

@@ -1,6 +1,9 @@
-"""The detector zoo. ``create(name, **hparams)`` builds one; ``names()`` lists them all."""
+"""The detector zoo. ``create(name, **hparams)`` builds one; ``names()`` lists them all.
 
-from unseen.detectors import boundary, distance, logits, network, shaping, subspace  # noqa: F401
+Families load on first use (see :mod:`unseen.detectors.registry`): importing this package
+imports neither torch nor faiss.
+"""
+
 from unseen.detectors.base import Detector, MissingInputError, NotFittedError, Paper
 from unseen.detectors.registry import UnknownDetectorError, create, get, names, register
 

@@ -2,18 +2,25 @@
 
 Every detector follows scikit-learn's estimator rules (hyperparameters only in ``__init__``,
 ``fit`` returns ``self``, fitted state in trailing-underscore attributes) and one sign
-convention: **higher score = more OOD**.
+convention: **higher score = more OOD**. Hyperparameters are validated against the class's
+declared ``constraints`` (:mod:`unseen.detectors.params`) once, at ``fit`` and ``set_params``.
+
+One rule for labels, for every detector: training and validation data are in-distribution, so
+a fit refuses data labelled OOD (−1) and labels beyond the classifier head's classes, whether
+or not the detector reads the labels.
 """
 
 from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from unseen.detectors.params import Constraint, validate
 from unseen.representation import Representation
 
 #: What a detector may consume. ``head`` is the final linear layer (weight, bias); ``labels``
@@ -58,7 +65,8 @@ class Detector:
     Subclasses set the class attributes below and implement :meth:`_fit` (optional) and
     :meth:`_score`. ``_score`` receives at most ``chunk_size`` rows at a time, so it may build
     (chunk × train) matrices without unbounded memory; detectors whose score of one sample
-    depends on other test samples set ``row_wise = False``.
+    depends on other test samples set ``row_wise = False``. Detectors whose grid points share
+    work override :meth:`_score_grid`; ``_score`` itself never reads the grid.
     """
 
     name: ClassVar[str]
@@ -73,6 +81,10 @@ class Detector:
     needs_val: ClassVar[bool] = False
     #: hyperparameters that only change ``score``: the protocol refits only when others change
     score_params: ClassVar[frozenset[str]] = frozenset()
+    #: hyperparameter -> constraint, checked at ``fit`` and ``set_params``
+    constraints: ClassVar[Mapping[str, Constraint]] = {}
+    #: the fewest training samples ``fit`` accepts
+    min_train_size: ClassVar[int] = 1
     row_wise: ClassVar[bool] = True
     chunk_size: ClassVar[int] = 16384
 
@@ -88,15 +100,25 @@ class Detector:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params: Any) -> Detector:
+        """Set hyperparameters; invalid values are refused and leave every value as it was."""
         unknown = set(params) - set(self._param_names())
         if unknown:
             raise ValueError(
                 f"{self.name} has no hyperparameter(s) {sorted(unknown)}; "
                 f"it has {self._param_names()}"
             )
+        self._validate_params({**self.get_params(), **params})
         for k, v in params.items():
             setattr(self, k, v)
         return self
+
+    def _validate_params(self, params: Mapping[str, Any]) -> None:
+        """Check ``params`` against :attr:`constraints`, then :meth:`_check_joint`."""
+        validate(self.name, self.constraints, params)
+        self._check_joint(params)
+
+    def _check_joint(self, params: Mapping[str, Any]) -> None:
+        """Constraints between hyperparameters (e.g. low <= high); the default has none."""
 
     def clone(self, **params: Any) -> Detector:
         """A new, unfitted detector with the same hyperparameters, updated by ``params``."""
@@ -111,6 +133,13 @@ class Detector:
         """The grid to search for this training set (detectors drop values it cannot take)."""
         return dict(cls.grid)
 
+    @classmethod
+    def shared_fit(cls, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Of grid points that differ only in ``score_params``, the one to fit with so that the
+        fit serves them all; the default is the first (a fit that score-only hyperparameters do
+        not touch serves any of them)."""
+        return dict(points[0])
+
     # -- fit / score ----------------------------------------------------------------------
     def fit(self, train: Representation, val: Representation | None = None) -> Detector:
         """Fit on in-distribution training data (and ID validation data if ``needs_val``)."""
@@ -123,14 +152,46 @@ class Detector:
             self._check_inputs(val, self.requires | self.fit_requires, "fit (val)")
         if len(train) == 0:
             raise ValueError(f"{self.name}.fit got an empty training representation")
+        if len(train) < self.min_train_size:
+            raise ValueError(
+                f"{self.name}.fit needs at least {self.min_train_size} training samples, got "
+                f"{len(train)}"
+            )
+        self._validate_params(self.get_params())
+        self._check_labels(train, "training")
+        if val is not None and self.needs_val:
+            self._check_labels(val, "validation")
         self.n_features_in_ = None if train.features is None else train.features.shape[1]
         self.n_classes_in_ = train.num_classes
         self._fit(train, val)
         self.fitted_ = True
         return self
 
-    def score(self, rep: Representation) -> np.ndarray:
-        """OOD scores, shape (N,), float64; higher = more OOD."""
+    def _check_labels(self, rep: Representation, what: str) -> None:
+        """The one label rule: fit data are in-distribution class indices of the head."""
+        labels = rep.labels
+        if labels is None or labels.size == 0:
+            return
+        ood = int((labels < 0).sum())
+        if ood:
+            raise ValueError(
+                f"{self.name}: the {what} data contains {ood} OOD labels (-1); fit on "
+                "in-distribution data only (e.g. rep.subset(rep.labels >= 0))"
+            )
+        n_classes = rep.num_classes
+        if n_classes is not None and labels.max() >= n_classes:
+            raise ValueError(
+                f"{self.name}: the {what} labels reach {labels.max()} but the classifier has "
+                f"only {n_classes} classes; labels must be class indices 0..{n_classes - 1}"
+            )
+
+    def _keep_head(self, train: Representation) -> None:
+        """Store the training representation's head as ``weight_`` (C, D) and ``bias_`` (C,),
+        float64, so that scoring needs only features."""
+        self.weight_ = np.asarray(train.weight, dtype=np.float64)
+        self.bias_ = np.asarray(train.bias, dtype=np.float64)
+
+    def _check_scorable(self, rep: Representation) -> None:
         if not getattr(self, "fitted_", False):
             raise NotFittedError(f"{self.name} is not fitted: call fit(train) before score()")
         self._check_inputs(rep, self.requires, "score")
@@ -147,21 +208,92 @@ class Detector:
                 f"{self.name} was fitted on {self.n_classes_in_} classes but got logits with "
                 f"{rep.logits.shape[1]}"
             )
-        if self.row_wise and n > self.chunk_size:
-            parts = [
-                self._score(rep.subset(slice(i, i + self.chunk_size)))
-                for i in range(0, n, self.chunk_size)
-            ]
-            scores = np.concatenate(parts)
-        else:
-            scores = self._score(rep)
+
+    def _chunks(self, rep: Representation) -> list[Representation]:
+        """``rep`` itself, or row chunks of at most ``chunk_size`` rows for a row-wise detector."""
+        n, step = len(rep), self.chunk_size
+        if not self.row_wise or n <= step:
+            return [rep]
+        return [rep.subset(slice(i, i + step)) for i in range(0, n, step)]
+
+    def score(self, rep: Representation) -> np.ndarray:
+        """OOD scores, shape (N,), float64; higher = more OOD."""
+        self._check_scorable(rep)
+        chunks = self._chunks(rep)
+        if len(chunks) == 1:
+            return self._checked_scores(self._score(rep), len(rep))
+        return self._checked_scores(np.concatenate([self._score(c) for c in chunks]), len(rep))
+
+    def score_grid(
+        self, rep: Representation, points: Sequence[Mapping[str, Any]]
+    ) -> list[np.ndarray | ValueError]:
+        """The scores of ``rep`` at each point, a mapping of score-only hyperparameters: entry i
+        equals ``set_params(**points[i]).score(rep)``, or the ValueError that refuses that point
+        (an invalid value, or one this fitted detector cannot score). The detector's own
+        hyperparameters are unchanged afterwards. A grid search calls this once per split, so
+        that detectors whose grid points share work (one neighbour search for every k, say) do
+        it once.
+        """
+        self._check_scorable(rep)
+        results: list[np.ndarray | ValueError | None] = [self._refusal(p) for p in points]
+        valid = [i for i, refused in enumerate(results) if refused is None]
+        held = self.get_params()
+        # every point spelled out in full, so no point inherits another's values
+        full = [{**{k: held[k] for k in self.score_params}, **points[i]} for i in valid]
+        chunks = []
+        try:
+            for chunk in self._chunks(rep):
+                chunks.append(self._score_grid(chunk, full))
+                vars(self).update(held)
+        finally:
+            vars(self).update(held)
+        for j, i in enumerate(valid):
+            parts = [chunk[j] for chunk in chunks]
+            errors = [p for p in parts if isinstance(p, ValueError)]
+            scores = [p for p in parts if not isinstance(p, ValueError)]
+            results[i] = errors[0] if errors else self._checked_scores(
+                np.concatenate(scores), len(rep), points[i]
+            )
+        return results  # type: ignore[return-value]  # every entry is set above
+
+    def _refusal(self, point: Mapping[str, Any]) -> ValueError | None:
+        """Why the grid point ``point`` is refused (its constraint error), or None."""
+        not_score = set(point) - self.score_params
+        if not_score:
+            raise ValueError(f"{self.name}.score_grid: {sorted(not_score)} are not score-only "
+                             f"hyperparameters (those are {sorted(self.score_params)})")
+        try:
+            self._validate_params({**self.get_params(), **point})
+        except ValueError as exc:
+            return exc
+        return None
+
+    def _score_grid(
+        self, rep: Representation, points: Sequence[Mapping[str, Any]]
+    ) -> list[np.ndarray | ValueError]:
+        """One chunk's scores at each point (validated, every score-only hyperparameter given);
+        the default scores point by point. An override may change the score-only
+        hyperparameters: :meth:`score_grid` restores them."""
+        out: list[np.ndarray | ValueError] = []
+        for point in points:
+            vars(self).update(point)
+            try:
+                out.append(np.asarray(self._score(rep), dtype=np.float64))
+            except ValueError as exc:
+                out.append(exc)
+        return out
+
+    def _checked_scores(
+        self, scores: np.ndarray, n: int, point: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (n,):
             raise RuntimeError(f"{self.name} returned scores of shape {scores.shape}, not ({n},)")
         if not np.isfinite(scores).all():
+            params = {**self.get_params(), **(point or {})}
             raise FloatingPointError(
                 f"{self.name} produced non-finite scores; check the inputs' scale "
-                f"(hyperparameters {self.get_params()})"
+                f"(hyperparameters {params})"
             )
         return scores
 
@@ -181,6 +313,7 @@ class Detector:
     def from_state(cls, params: dict[str, Any], state: dict[str, Any]) -> Detector:
         """Rebuild a fitted detector from :meth:`get_params` and :meth:`fitted_state`."""
         det = cls(**params)
+        det._validate_params(det.get_params())
         for k, v in state.items():
             if not k.endswith("_") or k.startswith("_"):
                 raise ValueError(f"{cls.name}: {k!r} is not a fitted-state attribute")

@@ -1,25 +1,31 @@
-"""Detectors that measure distances in feature space."""
+"""Detectors that measure distances in feature space.
+
+faiss (for the exact neighbour searches of knn and nnguide) is imported where it is used, so
+importing this module costs no faiss.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import faiss
 import numpy as np
 
 from unseen.detectors import _threads
 from unseen.detectors._threads import map_threads
-from unseen.detectors.base import Detector, Paper, logsumexp, rep_memo, softmax
+from unseen.detectors.base import Detector, Paper, logsumexp, softmax
+from unseen.detectors.params import Number
 from unseen.detectors.registry import register
 from unseen.representation import Representation
+
+if TYPE_CHECKING:
+    import faiss
 
 
 def class_means(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-class means (float64) and the sorted class ids they belong to."""
     classes = np.unique(labels)
-    if classes.size and classes[0] < 0:
-        raise ValueError("fit data contains OOD labels (-1); fit on in-distribution data only")
     x = np.asarray(features, dtype=np.float64)
     means = np.stack([x[labels == c].mean(axis=0) for c in classes])
     return means, classes
@@ -87,15 +93,18 @@ class Mahalanobis(Detector):
         return min_sq_distance(self._features(rep.features) @ self.whitening_, self.white_means_)
 
 
-def flat_index(det: Detector, kind: type[faiss.Index]) -> faiss.Index:
+def flat_index(det: Detector, kind: str) -> faiss.Index:
     """An exact faiss index over ``det.bank_``, built on first use and kept in ``det._faiss``.
 
-    The fitted state stays a plain array (persistable without pickle); the index is rebuilt
-    whenever the bank object changes (a refit or a load).
+    ``kind`` names the faiss index class (``"IndexFlatL2"``). The fitted state stays a plain
+    array (persistable without pickle); the index is rebuilt whenever the bank object changes
+    (a refit or a load).
     """
+    import faiss
+
     cached = det.__dict__.get("_faiss")
     if cached is None or cached[0] is not det.bank_:
-        index = kind(det.bank_.shape[1])
+        index = getattr(faiss, kind)(det.bank_.shape[1])
         index.add(np.ascontiguousarray(det.bank_, dtype=np.float32))
         det._faiss = cached = (det.bank_, index)
     return cached[1]
@@ -117,9 +126,10 @@ class KNN(Detector):
     Exact search with faiss (``IndexFlatL2``, float32), the queries shared among one thread per
     core. Default k = 50 (OpenOOD v1.5's CIFAR config); grid k ∈ {1, 10, 20, 50, 100, 200, 500,
     1000} (values above the training-set size are dropped from the search). OpenOOD returns the
-    *squared* distance; the ranking is the same. The neighbour distances are memoised per
-    representation object: when one is scored again with another k (a grid search), a single
-    search with the grid's largest k serves every k.
+    *squared* distance; the ranking is the same. :meth:`score_grid` runs one search with the
+    largest k asked for and reads every smaller k > 1 from it (faiss's heap search computes each
+    distance the same way whatever k, so the k-th value does not change; k = 1 has a kernel of
+    its own and is searched on its own).
     """
 
     name = "knn"
@@ -133,6 +143,7 @@ class KNN(Detector):
     requires = frozenset({"features"})
     grid: ClassVar[dict[str, list[Any]]] = {"k": [1, 10, 20, 50, 100, 200, 500, 1000]}
     score_params = frozenset({"k"})
+    constraints = {"k": Number(1, integer=True)}
     chunk_size = 4096
 
     def __init__(self, k: int = 50) -> None:
@@ -153,21 +164,39 @@ class KNN(Detector):
             )
 
     def _score(self, rep: Representation) -> np.ndarray:
-        n_bank, k = self.bank_.shape[0], int(self.k)
-        self._check_k(n_bank)
-        memo = rep_memo(self, "_knn_memo", self.bank_)
-        seen = memo.get(rep)
-        if seen is None or seen.shape[1] < k:
-            # The same representation scored again with another k is a grid search: one search
-            # for the grid's largest k serves every smaller one (faiss computes each distance
-            # the same way whatever k, so the k-th value does not change).
-            width = k if seen is None else max([k, *(g for g in self.grid["k"] if g <= n_bank)])
-            memo[rep] = seen = self._search(l2_normalise(rep.features), width)
-        return np.sqrt(np.maximum(seen[:, k - 1].astype(np.float64), 0.0))
+        self._check_k(self.bank_.shape[0])
+        k = int(self.k)
+        return self._kth(self._search(l2_normalise(rep.features), k), k)
+
+    @staticmethod
+    def _kth(sq_distances: np.ndarray, k: int) -> np.ndarray:
+        return np.sqrt(np.maximum(sq_distances[:, k - 1].astype(np.float64), 0.0))
+
+    def _score_grid(
+        self, rep: Representation, points: Sequence[Mapping[str, Any]]
+    ) -> list[np.ndarray | ValueError]:
+        ks: list[int | ValueError] = []
+        for point in points:
+            self.k = point.get("k", self.k)
+            try:
+                self._check_k(self.bank_.shape[0])
+                ks.append(int(self.k))
+            except ValueError as exc:
+                ks.append(exc)
+        queries = l2_normalise(rep.features)
+        # faiss has its own kernel for k = 1, whose distances may differ in the last bits from
+        # the heap search's: k = 1 gets its own search, every larger k shares the widest.
+        wider = [k for k in ks if isinstance(k, int) and k > 1]
+        searched = {1: self._search(queries, 1)} if 1 in ks else {}
+        if wider:
+            searched[2] = self._search(queries, max(wider))
+        return [k if isinstance(k, ValueError) else self._kth(searched[min(k, 2)], k) for k in ks]
 
     def _search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Squared distances to the k nearest bank rows, ascending, (N, k) float32."""
-        index = flat_index(self, faiss.IndexFlatL2)
+        import faiss
+
+        index = flat_index(self, "IndexFlatL2")
         n, dim = queries.shape
         # Recent faiss (1.15 here) uses BLAS only from rows · dim >= this threshold (2000 rows
         # at dim 64) and is ~3× slower per row below it. So the rows are split among threads
@@ -276,8 +305,6 @@ class SHE(Detector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         labels = train.labels
-        if labels.min() < 0:
-            raise ValueError("she fit data contains OOD labels (-1); fit on in-distribution data")
         correct = train.logits.argmax(axis=1) == labels
         n_classes = train.logits.shape[1]
         missing = [c for c in range(n_classes) if not np.any(correct & (labels == c))]
@@ -325,6 +352,10 @@ class NNGuide(Detector):
     requires = frozenset({"features", "logits"})
     grid: ClassVar[dict[str, list[Any]]] = {"k": [10, 100], "alpha": [0.01, 1.0]}
     score_params = frozenset({"k"})
+    constraints = {
+        "k": Number(1, integer=True),
+        "alpha": Number(0, 1, low_open=True, text="a bank fraction in (0, 1]"),
+    }
     chunk_size = 4096
 
     def __init__(self, k: int = 100, alpha: float = 0.01, seed: int = 0) -> None:
@@ -342,8 +373,6 @@ class NNGuide(Detector):
         return {"k": [k for k in cls.grid["k"] if k <= largest], "alpha": list(cls.grid["alpha"])}
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"nnguide alpha (bank fraction) must be in (0, 1], got {self.alpha}")
         n = len(train)
         size = self._bank_size(n, self.alpha)
         idx = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
@@ -359,7 +388,7 @@ class NNGuide(Detector):
 
     def _score(self, rep: Representation) -> np.ndarray:
         self._check_k(self.bank_.shape[0])
-        sims, _ = flat_index(self, faiss.IndexFlatIP).search(l2_normalise(rep.features), int(self.k))
+        sims, _ = flat_index(self, "IndexFlatIP").search(l2_normalise(rep.features), int(self.k))
         guidance = sims.astype(np.float64).mean(axis=1)
         return -guidance * logsumexp(rep.logits)
 
@@ -419,8 +448,8 @@ class Relation(Detector):
     shared among one thread per core. Training samples are grouped by predicted class, and a
     query skips a block when Σ_c p_c max_{j ∈ block} p_jc, an upper bound of every edge weight
     in the block, is below τ: all those edges would be cut anyway, so the scores are unchanged.
-    Degrees are memoised per representation object: when one is scored again with another pow
-    (a grid search), one pass computes the degrees for the whole grid.
+    :meth:`score_grid` computes the degrees of every pow asked for in one pass, since the edge
+    weights cost far more than the powers.
     """
 
     name = "relation"
@@ -434,6 +463,7 @@ class Relation(Detector):
     requires = frozenset({"features", "logits"})
     grid: ClassVar[dict[str, list[Any]]] = {"pow": [1, 2, 4, 6, 8]}
     score_params = frozenset({"pow"})
+    constraints = {"pow": Number(0, low_open=True), "threshold": Number(0)}
     chunk_size = 4096
     bank_block: ClassVar[int] = 256
     #: relative slack on the skip bound, far above the rounding of cos (≤ 1 + ~1e-15) and ⟨p, p_j⟩,
@@ -444,14 +474,7 @@ class Relation(Detector):
         self.pow = pow
         self.threshold = threshold
 
-    def _check_params(self) -> None:
-        if not self.pow > 0:
-            raise ValueError(f"relation pow must be > 0, got {self.pow}")
-        if not self.threshold >= 0:
-            raise ValueError(f"relation threshold must be >= 0, got {self.threshold}")
-
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        self._check_params()
         self.bank_features_ = l2_normalise(train.features, dtype=np.float64)
         self.bank_probs_ = softmax(train.logits)
 
@@ -480,18 +503,14 @@ class Relation(Detector):
         return bank
 
     def _score(self, rep: Representation) -> np.ndarray:
-        self._check_params()
-        bank = self._bank()
-        memo = rep_memo(self, "_degree_memo", bank, self.threshold)
-        seen = memo.get(rep)
-        if seen is not None and self.pow in seen:
-            return -seen[self.pow]
-        # The same representation scored again with another pow is a grid search: one pass gets
-        # the degrees for the whole grid, since the edge weights cost far more than the powers.
-        exponents = [self.pow] if seen is None else sorted({self.pow, *self.grid["pow"]})
-        degrees = dict(zip(exponents, self._degrees(rep, bank, exponents), strict=True))
-        memo[rep] = {**(seen or {}), **degrees}
-        return -degrees[self.pow]
+        return -self._degrees(rep, self._bank(), [self.pow])[0]
+
+    def _score_grid(
+        self, rep: Representation, points: Sequence[Mapping[str, Any]]
+    ) -> list[np.ndarray | ValueError]:
+        exponents = sorted({point.get("pow", self.pow) for point in points})
+        degrees = dict(zip(exponents, self._degrees(rep, self._bank(), exponents), strict=True))
+        return [-degrees[point.get("pow", self.pow)] for point in points]
 
     def _degrees(self, rep: Representation, bank: _RelationBank, exponents: list[float]) -> np.ndarray:
         """Σ_j [k(x, x_j) > τ] · k(x, x_j)^e for each exponent e (rows) and sample x (columns)."""

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import optimize, special
 
 from unseen.detectors.base import Detector, Paper, logsumexp, softmax
+from unseen.detectors.params import Number
 from unseen.detectors.registry import register
 from unseen.representation import Representation
 
@@ -76,13 +77,10 @@ class Energy(Detector):
     requires = frozenset({"logits"})
     grid: ClassVar[dict[str, list[Any]]] = {"temperature": [0.5, 1.0, 2.0, 5.0, 10.0]}
     score_params = frozenset({"temperature"})
+    constraints = {"temperature": Number(0, low_open=True)}
 
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = temperature
-
-    def _fit(self, train: Representation, val: Representation | None) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"energy temperature must be > 0, got {self.temperature}")
 
     def _score(self, rep: Representation) -> np.ndarray:
         return -logsumexp(rep.logits, self.temperature)
@@ -129,12 +127,8 @@ class TempScale(Detector):
     log_t_bounds: ClassVar[tuple[float, float]] = (float(np.log(1e-2)), float(np.log(1e2)))
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
+        assert val is not None and val.labels is not None  # needs_val, fit_requires
         labels = val.labels
-        if labels.min() < 0:
-            raise ValueError(
-                "tempscale validation data contains OOD labels (-1); use in-distribution "
-                "validation samples only"
-            )
         if val.logits.shape[1] < 2:
             raise ValueError("tempscale needs at least 2 classes")
 
@@ -189,6 +183,7 @@ class GEN(Detector):
         "M": [10, 50, 100, 200, 500, 1000],
     }
     score_params = frozenset({"gamma", "M"})
+    constraints = {"gamma": Number(0, low_open=True), "M": Number(1, integer=True)}
 
     def __init__(self, gamma: float = 0.1, M: int = 100) -> None:
         self.gamma = gamma
@@ -198,12 +193,6 @@ class GEN(Detector):
     def search_space(cls, train: Representation) -> dict[str, list[Any]]:
         c = train.num_classes
         return {"gamma": list(cls.grid["gamma"]), "M": sorted({min(m, c) for m in cls.grid["M"]})}
-
-    def _fit(self, train: Representation, val: Representation | None) -> None:
-        if not self.gamma > 0:
-            raise ValueError(f"gen gamma must be > 0, got {self.gamma}")
-        if not (isinstance(self.M, int | np.integer) and self.M >= 1):
-            raise ValueError(f"gen M must be an integer >= 1, got {self.M}")
 
     def _score(self, rep: Representation) -> np.ndarray:
         p = softmax(rep.logits)

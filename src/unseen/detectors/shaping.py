@@ -12,11 +12,13 @@ official code's ``torch.topk`` keeps exactly k and breaks ties arbitrarily).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from unseen.detectors.base import Detector, Paper, logsumexp
+from unseen.detectors.params import Number, OneOf
 from unseen.detectors.registry import register
 from unseen.representation import Representation
 
@@ -40,13 +42,8 @@ def keep_top(values: np.ndarray, percentile: float, axis: int | None) -> np.ndar
     return values >= kth
 
 
-def _check_number(
-    name: str, value: float, low: float, high: float, what: str, *, open_high: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (np.isfinite(value) and low <= value and (value < high if open_high else value <= high)):
-        raise ValueError(f"{name} must be {what}, got {value}")
+#: a percentile that may prune everything but must keep something: [0, 100)
+_PRUNING = Number(0, 100, high_open=True)
 
 
 def _pooled(train: Representation) -> np.ndarray:
@@ -61,12 +58,7 @@ class _ShapedEnergy(Detector):
     fit_requires = frozenset({"head"})
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        self._check()
-        self.weight_ = np.asarray(train.weight, dtype=np.float64)
-        self.bias_ = np.asarray(train.bias, dtype=np.float64)
-
-    def _check(self) -> None:
-        """Validate the hyperparameters (called by fit, and by score for score-only ones)."""
+        self._keep_head(train)
 
     def _energy(self, features: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
         w = self.weight_ if weight is None else weight
@@ -93,12 +85,10 @@ class ReAct(_ShapedEnergy):
         "https://arxiv.org/abs/2111.12797",
     )
     grid: ClassVar[dict[str, list[Any]]] = {"percentile": [85, 90, 95, 99]}
+    constraints = {"percentile": Number(0, 100)}
 
     def __init__(self, percentile: float = 90) -> None:
         self.percentile = percentile
-
-    def _check(self) -> None:
-        _check_number("react percentile", self.percentile, 0, 100, "in [0, 100]")
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         super()._fit(train, val)
@@ -130,12 +120,10 @@ class DICE(_ShapedEnergy):
         "https://arxiv.org/abs/2111.09805",
     )
     grid: ClassVar[dict[str, list[Any]]] = {"p": [10, 30, 50, 70, 90]}
+    constraints = {"p": Number(0, 100, high_open=True, text="a sparsity percentile in [0, 100)")}
 
     def __init__(self, p: float = 90) -> None:
         self.p = p
-
-    def _check(self) -> None:
-        _check_number("dice p", self.p, 0, 100, "a sparsity percentile in [0, 100)", open_high=True)
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         super()._fit(train, val)
@@ -204,18 +192,13 @@ class ASH(_PerSampleShaping):
         "percentile": [65, 70, 75, 80, 85, 90, 95],
     }
     score_params = frozenset({"variant", "percentile"})
+    constraints = {"variant": OneOf(("p", "b", "s"), "'p', 'b' or 's'"), "percentile": _PRUNING}
 
     def __init__(self, variant: str = "s", percentile: float = 90) -> None:
         self.variant = variant
         self.percentile = percentile
 
-    def _check(self) -> None:
-        if self.variant not in ("p", "b", "s"):
-            raise ValueError(f"ash variant must be 'p', 'b' or 's', got {self.variant!r}")
-        _check_number("ash percentile", self.percentile, 0, 100, "in [0, 100)", open_high=True)
-
     def _score(self, rep: Representation) -> np.ndarray:
-        self._check()
         x = np.asarray(rep.features, dtype=np.float64)
         kept = keep_top(x, self.percentile, axis=1)
         if self.variant == "p":
@@ -251,15 +234,12 @@ class SCALE(_PerSampleShaping):
     )
     grid: ClassVar[dict[str, list[Any]]] = {"percentile": [65, 70, 75, 80, 85, 90, 95]}
     score_params = frozenset({"percentile"})
+    constraints = {"percentile": _PRUNING}
 
     def __init__(self, percentile: float = 85) -> None:
         self.percentile = percentile
 
-    def _check(self) -> None:
-        _check_number("scale percentile", self.percentile, 0, 100, "in [0, 100)", open_high=True)
-
     def _score(self, rep: Representation) -> np.ndarray:
-        self._check()
         x = np.asarray(rep.features, dtype=np.float64)
         kept = keep_top(x, self.percentile, axis=1)
         return self._energy(x * _sharpening(x, kept, "scale")[:, None])
@@ -297,16 +277,16 @@ class VRA(_ShapedEnergy):
         "gamma": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
     }
     score_params = frozenset({"gamma"})
+    constraints = {"low": Number(0, 100), "high": Number(0, 100), "gamma": Number(0)}
 
     def __init__(self, low: float = 60, high: float = 95, gamma: float = 0.5) -> None:
         self.low = low
         self.high = high
         self.gamma = gamma
 
-    def _check(self) -> None:
-        _check_number("vra low", self.low, 0, 100, "in [0, 100]")
-        _check_number("vra high", self.high, self.low, 100, f"in [low={self.low}, 100]")
-        _check_number("vra gamma", self.gamma, 0, np.inf, "a finite number >= 0", open_high=True)
+    def _check_joint(self, params: Mapping[str, Any]) -> None:
+        if params["high"] < params["low"]:
+            raise ValueError(f"vra high must be in [low={params['low']}, 100], got {params['high']}")
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         super()._fit(train, val)
@@ -314,7 +294,6 @@ class VRA(_ShapedEnergy):
         self.alpha_, self.beta_ = float(alpha), float(beta)
 
     def _score(self, rep: Representation) -> np.ndarray:
-        self._check()
         x = np.asarray(rep.features, dtype=np.float64)
         clipped = np.where(x > self.beta_, self.beta_, x + self.gamma)
         shaped = np.where(x < self.alpha_, 0.0, clipped)

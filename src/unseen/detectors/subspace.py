@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from unseen.detectors.base import Detector, Paper, logsumexp
+from unseen.detectors.params import Number
 from unseen.detectors.registry import register
 from unseen.representation import Representation
 
@@ -44,6 +45,7 @@ class _Subspace(Detector):
     fit_requires = frozenset({"head"})
     # OpenOOD v1.5 (configs/postprocessors/vim.yml): dim ∈ {256, 1000}, default 256.
     grid: ClassVar[dict[str, list[Any]]] = {"dim": [256, 1000]}
+    constraints = {"dim": Number(1, integer=True, none=True)}
 
     def __init__(self, dim: int | None = None) -> None:
         self.dim = dim
@@ -65,16 +67,20 @@ class _Subspace(Detector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         x = np.asarray(train.features, dtype=np.float64)
-        weight = np.asarray(train.weight, dtype=np.float64)
-        bias = np.asarray(train.bias, dtype=np.float64)
+        self._keep_head(train)
         dim = self._dim(x.shape[1])
-        self.origin_ = -np.linalg.pinv(weight) @ bias
+        if len(x) <= dim:
+            # With N <= dim samples P⊥ lies in the data's null space, where eigh picks the
+            # eigenvectors arbitrarily: the residuals would be rounding noise.
+            raise ValueError(
+                f"{self.name} needs more training samples than the principal dimension "
+                f"dim={dim}, got {len(x)}; lower dim or fit on more samples"
+            )
+        self.origin_ = -np.linalg.pinv(self.weight_) @ self.bias_
         shifted = x - self.origin_
         _, eigvec = np.linalg.eigh(shifted.T @ shifted / x.shape[0])
         # eigh sorts eigenvalues ascending: the first D − dim eigenvectors span P⊥.
         self.residual_basis_ = np.ascontiguousarray(eigvec[:, : x.shape[1] - dim])
-        self.weight_ = weight
-        self.bias_ = bias
 
     def _residual_norm(self, features: np.ndarray) -> np.ndarray:
         shifted = np.asarray(features, dtype=np.float64) - self.origin_
@@ -102,16 +108,16 @@ class ViM(_Subspace):
 
     name = "vim"
     score_params = frozenset({"alpha"})
+    constraints = {
+        "dim": Number(1, integer=True, none=True),
+        "alpha": Number(0, none=True, text="None (fitted) or a finite number >= 0"),
+    }
 
     def __init__(self, dim: int | None = None, alpha: float | None = None) -> None:
         self.dim = dim
         self.alpha = alpha
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        if self.alpha is not None and not (np.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(
-                f"vim alpha must be None (fitted) or a finite number >= 0, got {self.alpha}"
-            )
         super()._fit(train, val)
         x = np.asarray(train.features, dtype=np.float64)
         max_logit = (x @ self.weight_.T + self.bias_).max(axis=1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from unseen import cache as cache_mod
-from unseen.representation import Representation
+from unseen.extraction import hooks as hooks_mod
+from unseen.extraction.hooks import module_named
+from unseen.representation import Hook, Representation
 
 #: A reducer turns one layer's batch of activations into a (B, ...) tensor worth caching.
 Reducer = Callable[[torch.Tensor], torch.Tensor]
@@ -27,7 +30,8 @@ class HeadMismatchError(RuntimeError):
 
 @dataclass
 class NetworkSource:
-    """The model and data behind a Representation, for detectors that run the network again.
+    """The model and data behind a Representation, for detectors that run the network again
+    (implements :class:`unseen.representation.NetworkSource`).
 
     ``batches()`` yields ``(inputs, labels_or_None)`` in the same order as the representation's
     rows. ``head`` is the final linear layer, ``feature_module`` the module whose output (or, when
@@ -49,19 +53,88 @@ class NetworkSource:
             x, y = _split_batch(batch)
             yield x.to(self.device), y
 
-    def subset(self, rows: np.ndarray) -> NetworkSource:
-        """The same model over rows ``rows`` of the data (for a detector that fits on part of it).
-        The data must be a tensor or a map-style Dataset: a DataLoader has no rows to pick."""
+    def subset(self, rows: slice | np.ndarray) -> NetworkSource:
+        """The same model over rows ``rows`` (a slice or integer indices) of the data: indexed
+        directly for a tensor or a map-style Dataset, picked from the batches otherwise."""
         if isinstance(self.data, torch.Tensor):
-            data: Any = self.data[torch.as_tensor(np.asarray(rows, dtype=np.int64))]
-        elif isinstance(self.data, Dataset):
-            data = Subset(self.data, [int(r) for r in rows])
-        else:
-            raise TypeError(
-                f"cannot take rows of data of type {type(self.data).__name__}; extract from a "
-                "Dataset or a tensor instead of a DataLoader or iterable"
+            index: Any = rows if isinstance(rows, slice) else torch.as_tensor(
+                np.asarray(rows, dtype=np.int64)
             )
+            data: Any = self.data[index]
+        elif isinstance(self.data, Dataset):
+            picked = range(len(self.data))[rows] if isinstance(rows, slice) else rows  # type: ignore[arg-type]
+            data = Subset(self.data, [int(r) for r in picked])
+        else:
+            data = _PickedRows(self.data, self.batch_size, self._loader_kwargs, rows)
         return replace(self, data=data)
+
+    def running(
+        self, hooks: Mapping[str, Hook] | None = None, features: dict[str, Any] | None = None
+    ) -> AbstractContextManager[None]:
+        return hooks_mod.running(
+            self.model, hooks, features, head=self.head, feature_module=self.feature_module
+        )
+
+    def block_output_shapes(self) -> dict[str, tuple[int, ...]]:
+        x = next(iter(self.batches()))[0]
+        return hooks_mod.child_output_shapes(self.model, x, self.head)
+
+
+@dataclass
+class _PickedRows:
+    """Rows ``rows`` of data that can only be iterated (a DataLoader, an iterable of batches),
+    in the order given: taken from the batches as they stream past when the rows increase,
+    otherwise gathered first and re-batched (only the picked rows are held)."""
+
+    data: Any
+    batch_size: int
+    loader_kwargs: dict[str, Any]
+    rows: slice | np.ndarray
+
+    def _positions(self) -> Iterator[tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor | None]]]:
+        start = 0
+        for batch in _iter_batches(self.data, self.batch_size, self.loader_kwargs):
+            x, y = _split_batch(batch)
+            yield np.arange(start, start + len(x)), (x, y)
+            start += len(x)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        rows = self.rows
+        if isinstance(rows, slice):
+            if (rows.step or 1) < 0 or (rows.start or 0) < 0 or (rows.stop or 0) < 0:
+                raise ValueError("rows of streamed data must be counted from the start")
+            keep_of = lambda at: _in_slice(at, rows)  # noqa: E731
+        else:
+            wanted = np.asarray(rows, dtype=np.int64)
+            if wanted.size and wanted.min() < 0:
+                raise ValueError("rows of streamed data must be counted from the start")
+            if wanted.size > 1 and not (np.diff(wanted) > 0).all():
+                yield from self._gathered(wanted)
+                return
+            keep_of = lambda at: np.isin(at, wanted)  # noqa: E731
+        for at, (x, y) in self._positions():
+            keep = np.flatnonzero(keep_of(at))
+            if keep.size:
+                pick = torch.as_tensor(keep)
+                yield x[pick], None if y is None else y[pick]
+
+    def _gathered(self, wanted: np.ndarray) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        held: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for at, (x, y) in self._positions():
+            for j in np.flatnonzero(np.isin(at, wanted)):
+                held[int(at[j])] = (x[j], None if y is None else y[j])
+        for i in range(0, len(wanted), self.batch_size):
+            part = [held[int(r)] for r in wanted[i : i + self.batch_size]]
+            ys = [t[1] for t in part if t[1] is not None]
+            yield torch.stack([t[0] for t in part]), (
+                torch.stack(ys) if len(ys) == len(part) else None
+            )
+
+
+def _in_slice(at: np.ndarray, rows: slice) -> np.ndarray:
+    start, stop, step = rows.start or 0, rows.stop, rows.step or 1
+    inside = (at >= start) & ((at - start) % step == 0)
+    return inside if stop is None else inside & (at < stop)
 
 
 def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -73,14 +146,6 @@ def find_head(model: nn.Module) -> tuple[str, nn.Linear]:
             "penultimate='<module name>' to name the feature layer"
         )
     return linears[-1]
-
-
-def _module(model: nn.Module, name: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if name not in modules:
-        options = ", ".join(n for n in modules if n)[:400]
-        raise ValueError(f"the model has no module named {name!r}; it has: {options}")
-    return modules[name]
 
 
 def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -170,7 +235,7 @@ def extract(
             tolerance 1e-4); a failure means the feature hook sits on the wrong layer.
     """
     if isinstance(head, str):
-        head_name, head_mod = head, _module(model, head)
+        head_name, head_mod = head, module_named(model, head)
         if not isinstance(head_mod, nn.Linear):
             raise TypeError(f"head {head!r} is a {type(head_mod).__name__}, not an nn.Linear")
     elif isinstance(head, nn.Linear):
@@ -248,50 +313,47 @@ def _run(
     loader_kwargs: Mapping[str, Any],
 ) -> Representation:
     captured: dict[str, torch.Tensor] = {}
-    hooks = []
 
-    def keep(name: str, reducer: Reducer | None) -> Callable[..., None]:
+    def keep(name: str, reducer: Reducer | None) -> Hook:
         def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
             captured[name] = reducer(out) if reducer is not None else out
         return hook
 
-    if penultimate is not None:
-        hooks.append(_module(model, penultimate).register_forward_hook(keep("__features__", None)))
-    elif source.head is not None:
-        hooks.append(
-            source.head.register_forward_pre_hook(
-                lambda _m, inp: captured.__setitem__("__features__", inp[0])
-            )
-        )
-    for name, reducer in reducers.items():
-        hooks.append(_module(model, name).register_forward_hook(keep(name, reducer)))
+    # Its own store: a layer may well be named "features".
+    feature: dict[str, torch.Tensor] | None = (
+        {} if penultimate is not None or source.head is not None else None
+    )
+    capture = hooks_mod.running(
+        model,
+        {name: keep(name, reducer) for name, reducer in reducers.items()},
+        feature,
+        head=source.head,
+        feature_module=penultimate,
+    )
 
     feats, logits, labels = [], [], []
     layer_parts: dict[str, list[np.ndarray]] = {k: [] for k in reducers}
-    was_training = model.training
-    model.eval()
     columns = (TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with torch.inference_mode(), Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task("extract", total=_num_batches(data, batch_size))
-            for batch in _iter_batches(data, batch_size, loader_kwargs):
-                x, y = _split_batch(batch)
-                captured.clear()
-                out = model(x.to(device))
-                if not isinstance(out, torch.Tensor) or out.ndim != 2:
-                    raise TypeError("the model must return a (batch, classes) tensor of logits")
-                logits.append(out.float().cpu().numpy())
-                if "__features__" in captured:
-                    feats.append(captured["__features__"].flatten(1).float().cpu().numpy())
-                for name in reducers:
-                    layer_parts[name].append(captured[name].float().cpu().numpy())
-                if y is not None:
-                    labels.append(y.cpu().numpy().astype(np.int64))
-                bar.advance(task)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    with capture, torch.inference_mode(), Progress(
+        *columns, disable=not progress, transient=True
+    ) as bar:
+        task = bar.add_task("extract", total=_num_batches(data, batch_size))
+        for batch in _iter_batches(data, batch_size, loader_kwargs):
+            x, y = _split_batch(batch)
+            captured.clear()
+            if feature is not None:
+                feature.clear()
+            out = model(x.to(device))
+            if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                raise TypeError("the model must return a (batch, classes) tensor of logits")
+            logits.append(out.float().cpu().numpy())
+            if feature:
+                feats.append(feature["features"].float().cpu().numpy())
+            for name in reducers:
+                layer_parts[name].append(captured[name].float().cpu().numpy())
+            if y is not None:
+                labels.append(y.cpu().numpy().astype(np.int64))
+            bar.advance(task)
     if not logits:
         raise ValueError("the data is empty: extraction produced no samples")
     head = source.head

@@ -4,7 +4,8 @@
 2. For each detector, search its grid (the cartesian product of ``search_space(fit)``, in the
    order listed): fit on ID ``fit`` (plus ID ``val`` when ``needs_val``), score ID ``val`` and
    ``ood_val``, keep the hyperparameters with the highest AUROC (the first grid point on ties).
-   Grid points that differ only in ``score_params`` share one fit.
+   Grid points that differ only in ``score_params`` share one fit (``Detector.shared_fit``) and
+   are scored together (``Detector.score_grid``), once per split.
 3. Score ID ``test`` and every OOD test set with the chosen detector: one record per dataset and
    one per group with the *unweighted* mean over its datasets (``"dataset": "mean"``).
 
@@ -64,6 +65,28 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _grid_aurocs(
+    det: Detector, points: list[dict[str, Any]], val: Representation, ood_val: Representation
+) -> list[float | ValueError]:
+    """Validation AUROC of the fitted ``det`` at each point of score-only hyperparameters (or
+    the error that refuses the point): one :meth:`Detector.score_grid` call per split."""
+    try:
+        on_val = det.score_grid(val, points)
+        on_ood = det.score_grid(ood_val, points)
+    except ValueError as exc:
+        if not _is_invalid_hparam(exc):
+            raise
+        return [exc] * len(points)
+    out: list[float | ValueError] = []
+    for id_scores, ood_scores in zip(on_val, on_ood, strict=True):
+        error = next((s for s in (id_scores, ood_scores) if isinstance(s, ValueError)), None)
+        if error is not None and not _is_invalid_hparam(error):
+            raise error
+        out.append(error if error is not None else
+                   unseen.metrics.evaluate(id_scores, ood_scores)["auroc"])
+    return out
+
+
 def search(
     cls: type[Detector],
     fit: Representation,
@@ -89,7 +112,7 @@ def search(
 
     best: tuple[float, int, Detector] | None = None
     for members in fit_groups.values():
-        det = cls(**points[members[0]])
+        det = cls(**cls.shared_fit([points[i] for i in members]))
         try:
             det.fit(fit, val if cls.needs_val else None)
         except Exception as exc:
@@ -98,14 +121,11 @@ def search(
             for i in members:
                 log[i]["error"] = _error(exc)
             continue
-        for i in members:
-            det.set_params(**{k: v for k, v in points[i].items() if k in cls.score_params})
-            try:
-                auroc = unseen.metrics.evaluate(det.score(val), det.score(ood_val))["auroc"]
-            except Exception as exc:
-                if not _is_invalid_hparam(exc):
-                    raise
-                log[i]["error"] = _error(exc)
+        score_points = [{k: v for k, v in points[i].items() if k in cls.score_params}
+                        for i in members]
+        for i, auroc in zip(members, _grid_aurocs(det, score_points, val, ood_val), strict=True):
+            if isinstance(auroc, Exception):
+                log[i]["error"] = _error(auroc)
                 continue
             log[i]["val_auroc"] = auroc
             if best is None or auroc > best[0] or (auroc == best[0] and i < best[1]):
