@@ -15,10 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from unseen import cache as cache_mod
+from unseen.extraction.runners import ExtractionJob, LocalRunner, Reducer, Runner
 from unseen.representation import Representation
-
-#: A reducer turns one layer's batch of activations into a (B, ...) tensor worth caching.
-Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 class HeadMismatchError(RuntimeError):
@@ -148,6 +146,7 @@ def extract(
     progress: bool = True,
     num_workers: int = 0,
     check_head: bool = True,
+    runner: Runner | None = None,
 ) -> Representation:
     """Run ``model`` over ``data`` once and return features, logits, labels and the head.
 
@@ -168,6 +167,9 @@ def extract(
         input_std: the per-channel normalisation std, kept for detectors that perturb inputs.
         check_head: verify that ``features @ weight.T + bias`` reproduces the logits (relative
             tolerance 1e-4); a failure means the feature hook sits on the wrong layer.
+        runner: where the batches run: :class:`~unseen.extraction.runners.LocalRunner` (default,
+            this process) or :class:`unseen.extraction.ray.RayRunner` (a pool of Ray actors).
+            The result, its ``meta`` and its cache key do not depend on the runner.
     """
     if isinstance(head, str):
         head_name, head_mod = head, _module(model, head)
@@ -224,8 +226,9 @@ def extract(
             hit.source = source
             return hit
 
-    rep = _run(model, data, source, penultimate, reducers, batch_size, device, progress,
-               {"num_workers": num_workers})
+    job = ExtractionJob(model, data, source, penultimate, reducers, batch_size, device, progress,
+                        {"num_workers": num_workers})
+    rep = (runner or LocalRunner()).extract(job)
     rep.meta.update({"head": head_name, "penultimate": penultimate, **(meta or {})})
     if check_head and rep.weight is not None and rep.features is not None:
         check_head_consistency(rep)
