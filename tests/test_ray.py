@@ -44,18 +44,21 @@ def cluster():
 class Images(Dataset):
     """Seeded random 3×8×8 images with labels; optional tricks for the worker processes.
 
-    ``slow_row``: reading that row sleeps ``slow_s`` seconds in any process but the creator's
-    (the shard holding it finishes last). ``kill_row``: the first read of that row in another
+    ``slow_row``: in any process but the creator's, every read leaves a file in ``marker``
+    (a folder) and reading ``slow_row`` first waits until some row >= ``slow_until`` was read
+    elsewhere, then sleeps ``slow_s`` seconds: the shard holding it finishes after another
+    one, however loaded the machine. ``kill_row``: the first read of that row in another
     process (``marker`` does not exist yet) creates ``marker`` and kills the process.
     """
 
-    def __init__(self, n: int, seed: int = 0, *, slow_row: int = -1, slow_s: float = 0.0,
-                 kill_row: int = -1, marker: str = "") -> None:
+    def __init__(self, n: int, seed: int = 0, *, slow_row: int = -1, slow_until: int = 0,
+                 slow_s: float = 0.0, kill_row: int = -1, marker: str = "") -> None:
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, 3, 8, 8, generator=g)
         self.y = torch.randint(0, 3, (n,), generator=g)
         self.seed, self.creator = seed, os.getpid()
-        self.slow_row, self.slow_s, self.kill_row, self.marker = slow_row, slow_s, kill_row, marker
+        self.slow_row, self.slow_until, self.slow_s = slow_row, slow_until, slow_s
+        self.kill_row, self.marker = kill_row, marker
         self.transform = None
 
     def __len__(self) -> int:
@@ -63,12 +66,23 @@ class Images(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         elsewhere = os.getpid() != self.creator
-        if elsewhere and i == self.slow_row:
-            time.sleep(self.slow_s)
+        if elsewhere and self.slow_row >= 0:
+            self._wait_if_slow(i)
         if elsewhere and i == self.kill_row and not os.path.exists(self.marker):
             Path(self.marker).touch()
             os._exit(1)
         return self.x[i], int(self.y[i])
+
+    def _wait_if_slow(self, i: int) -> None:
+        Path(self.marker, str(i)).touch()
+        if i != self.slow_row:
+            return
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            int(p.name) >= self.slow_until for p in Path(self.marker).iterdir()
+        ):
+            time.sleep(0.05)
+        time.sleep(self.slow_s)
 
     def identity(self) -> str:
         return f"images:n={len(self)}:seed={self.seed}"
@@ -128,8 +142,9 @@ def test_distributed_equals_local_and_shares_its_cache_entry(cluster, tmp_path: 
     assert max_abs_diff(again, local) <= 1e-5
 
 
-def test_row_order_survives_a_slow_first_shard(cluster) -> None:
-    data, model = Images(96, seed=1, slow_row=0, slow_s=3.0), small_cnn()
+def test_row_order_survives_a_slow_first_shard(cluster, tmp_path: Path) -> None:
+    data = Images(96, seed=1, slow_row=0, slow_until=16, slow_s=2.0, marker=str(tmp_path))
+    model = small_cnn()
     local = unseen.extract(model, data, batch_size=16, progress=False)
     runner = RayRunner(num_actors=2, batch_size=16)
     dist = unseen.extract(model, data, batch_size=16, progress=False, runner=runner)
