@@ -121,8 +121,8 @@ def main() -> None:
             print("onnxruntime is not installed: skipped")
         else:
             variants["onnxruntime (pre-decoded)"] = ort_run
-    for fn in variants.values():  # warm-up: first-call allocations, page cache, thread pools
-        fn()
+    forward(model, batches[:1])  # warm-up: first-call allocations and thread pools
+    forward(model_cl, batches_cl[:1])
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():

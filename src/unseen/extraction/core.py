@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 
 from unseen import cache as cache_mod
 from unseen.extraction.runners import ExtractionJob, LocalRunner, Reducer, Runner
@@ -130,6 +130,21 @@ def _dataset_identity(data: Any) -> str | None:
     return None
 
 
+def auto_workers(data: Any, batch_size: int) -> int:
+    """Decoding workers when the caller names none: ``min(2, CPUs)`` for a Dataset of more than
+    one batch (OpenOOD's setting; decoding then overlaps the forward pass, measured by
+    ``benchmarks/extract_speed.py``), 0 for tensors, TensorDatasets, loaders and sets of one
+    batch, where starting processes costs more than it saves. Iterable datasets get none: each
+    worker would replay the whole stream."""
+    if not isinstance(data, Dataset) or isinstance(data, TensorDataset | IterableDataset):
+        return 0
+    try:
+        many = len(data) > batch_size  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+    return min(2, os.cpu_count() or 1) if many else 0
+
+
 def extract(
     model: nn.Module,
     data: Any,
@@ -144,7 +159,7 @@ def extract(
     input_std: Sequence[float] | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     check_head: bool = True,
     runner: Runner | None = None,
 ) -> Representation:
@@ -165,6 +180,8 @@ def extract(
             ``identity()`` plus its transform's ``describe()``), and the extraction settings, so
             changing any of them extracts again. Delete the directory to invalidate by hand.
         input_std: the per-channel normalisation std, kept for detectors that perturb inputs.
+        num_workers: DataLoader processes that decode a Dataset while the model runs. Default
+            (None): :func:`auto_workers`, two for a Dataset of more than one batch, else none.
         check_head: verify that ``features @ weight.T + bias`` reproduces the logits (relative
             tolerance 1e-4); a failure means the feature hook sits on the wrong layer.
         runner: where the batches run: :class:`~unseen.extraction.runners.LocalRunner` (default,
@@ -187,6 +204,8 @@ def extract(
             head_name, head_mod = None, None  # features only: no head to check against
     else:
         raise TypeError(f"head must be an nn.Linear or a module name, not {type(head).__name__}")
+    if num_workers is None:
+        num_workers = auto_workers(data, batch_size)
     model.to(device)  # before the cache lookup: network detectors run it on `device` too
     reducers: dict[str, Reducer | None] = (
         dict(layers) if isinstance(layers, Mapping) else dict.fromkeys(layers)

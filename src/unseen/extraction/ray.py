@@ -185,7 +185,7 @@ class _Extractor:
         s = self.settings
         rep = _run(self.model, self._inputs(ids), self.source, s.penultimate, s.reducers,
                    len(ids), s.device, False, {})
-        out = {"id": ids, "logits": rep.logits}
+        out: dict[str, np.ndarray] = {"id": ids, "logits": np.asarray(rep.logits)}
         if rep.features is not None:
             out["features"] = rep.features
         if rep.labels is not None:
