@@ -1,7 +1,8 @@
 """Extraction, sharded scoring and serving on a local Ray cluster, against the local code paths.
 
 One 2-CPU cluster (127.0.0.1 only, no dashboard) serves the whole module and is shut down at the
-end; the module is skipped when ray is not installed.
+end; the module is skipped when ray is not installed. The local reference runs decode in this
+process (``num_workers=0``): the datasets' tricks fire in any other process.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def assert_same(dist: Representation, local: Representation, tol: float = 1e-5) 
 def test_distributed_equals_local_and_shares_its_cache_entry(cluster, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
     data, model = Images(150), small_cnn()
-    local = unseen.extract(model, data, batch_size=32, layers={"0": gap}, progress=False)
+    local = unseen.extract(model, data, batch_size=32, num_workers=0, layers={"0": gap}, progress=False)
     runner = RayRunner(num_actors=2, batch_size=16)
     dist = unseen.extract(model, data, batch_size=32, layers={"0": gap}, progress=False,
                           cache=tmp_path, runner=runner)
@@ -145,7 +146,7 @@ def test_distributed_equals_local_and_shares_its_cache_entry(cluster, tmp_path: 
 def test_row_order_survives_a_slow_first_shard(cluster, tmp_path: Path) -> None:
     data = Images(96, seed=1, slow_row=0, slow_until=16, slow_s=2.0, marker=str(tmp_path))
     model = small_cnn()
-    local = unseen.extract(model, data, batch_size=16, progress=False)
+    local = unseen.extract(model, data, batch_size=16, num_workers=0, progress=False)
     runner = RayRunner(num_actors=2, batch_size=16)
     dist = unseen.extract(model, data, batch_size=16, progress=False, runner=runner)
     assert runner.arrival_[0] != 0  # rows 0-15 came back after other shards ...
@@ -157,7 +158,7 @@ def test_a_killed_actor_is_replaced_and_nothing_is_lost(cluster, tmp_path: Path)
     marker = tmp_path / "killed"
     data = Images(80, seed=2, kill_row=40, marker=str(marker))
     model = small_cnn()
-    local = unseen.extract(model, data, batch_size=16, progress=False)
+    local = unseen.extract(model, data, batch_size=16, num_workers=0, progress=False)
     dist = unseen.extract(model, data, batch_size=16, progress=False,
                           runner=RayRunner(num_actors=2, batch_size=16))
     assert marker.exists()  # an actor did die on row 40
