@@ -74,7 +74,7 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path, toy_rep, monkeyp
     def boom(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("unseen.representation.save_file", boom)
+    monkeypatch.setattr("unseen.representation._write_safetensors", boom)
     with pytest.raises(OSError, match="disk full"):
         toy_rep.subset(slice(0, 10)).save(target)
     assert target.read_bytes() == before

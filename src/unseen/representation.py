@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from unseen._io import atomic_path
 
@@ -288,7 +287,7 @@ class Representation:
             tensors[_LAYER_PREFIX + k] = np.ascontiguousarray(v)
         header = {"format": _FORMAT, "meta": json.dumps(self.meta)}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=header)
+            _write_safetensors(tmp, tensors, header)
         return path
 
     @classmethod
@@ -336,6 +335,37 @@ class Representation:
             layers=layers,
             meta=json.loads(meta_block.get("meta", "{}")),
         )
+
+
+_DTYPE_NAMES = {np.dtype(v).str: k for k, v in _SAFETENSORS_DTYPES.items()}
+#: rows copied per write: a memory-mapped array (a distributed extraction's output) is streamed
+#: to the file in pieces of about this many bytes instead of being copied into RAM whole
+_WRITE_BYTES = 64 << 20
+
+
+def _write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], meta: dict[str, str]) -> None:
+    """Write ``tensors`` in the safetensors format (what ``safetensors.numpy.save_file`` writes:
+    little-endian u64 header length, JSON header padded to 8 bytes, raw C-order data), streaming
+    each array in row chunks so a memory-mapped array is never copied into memory whole."""
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset = 0
+    for name, arr in tensors.items():
+        dtype = np.dtype(arr.dtype).newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+        if dtype.str not in _DTYPE_NAMES:
+            raise RepresentationError(f"cannot store {name!r}: unsupported dtype {arr.dtype}")
+        header[name] = {"dtype": _DTYPE_NAMES[dtype.str], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(blob).to_bytes(8, "little"))
+        fh.write(blob)
+        for arr in tensors.values():
+            rows = arr.reshape(-1) if arr.ndim == 0 else arr
+            step = max(1, _WRITE_BYTES // max(1, rows[:1].nbytes))
+            for i in range(0, len(rows), step):
+                fh.write(np.ascontiguousarray(rows[i : i + step], rows.dtype.newbyteorder("<")).tobytes())
 
 
 def _read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:

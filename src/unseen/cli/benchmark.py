@@ -38,6 +38,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     p.add_argument("--keep-going", action="store_true",
                    help="report a failing detector and continue with the others")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="extract on a Ray cluster (pip install 'unseen[ray]'): join ADDRESS, "
+                   "default $RAY_ADDRESS, a cluster of this machine, else a new local one")
+    p.add_argument("--ray-actors", type=int, default=2, help="extraction actors with --ray (2)")
 
 
 def detector_names(arg: str | None) -> list[str] | None:
@@ -135,6 +139,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     cache = False if args.no_cache else (args.cache_dir or True)
     out = check_output_dir(_out_dir(args, spec.name))
     if not isinstance(spec, BenchmarkSpec):  # another sub-task's protocol (see benchmark.protocols)
+        if args.ray is not None:
+            raise UsageError(f"--ray extracts for the OOD protocol only; preset {spec.name!r} "
+                             "runs another protocol")
         task = spec.run(names, cache=cache, seed=args.seed, keep_going=args.keep_going,
                         console=console, device=args.device)
         with atomic_dir(out) as tmp:
@@ -143,8 +150,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print(renderable)
         console.print(f"wrote {', '.join(task_files)} to {out}")
         return 0
+    runner = None
+    if args.ray is not None:
+        from unseen.extraction.ray import RayRunner
+
+        runner = RayRunner(address=args.ray or None, num_actors=args.ray_actors)
     result = run_benchmark(spec, names, cache=cache, seed=args.seed, keep_going=args.keep_going,
-                           console=console, device=args.device)
+                           console=console, device=args.device, runner=runner)
     files = write_outputs(result, out)
     print_leaderboard(result, console)
     console.print(f"wrote {', '.join(files)} to {out}")

@@ -37,6 +37,11 @@ def configure(srv: argparse.ArgumentParser) -> None:
     srv.add_argument("--alarm-level", type=float, help="significance level of the flag-rate "
                      "alarm (default: the guard's setting, else 0.01)")
     srv.add_argument("--log-level", default="info")
+    srv.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="serve on Ray Serve: join the cluster at ADDRESS (default: $RAY_ADDRESS, "
+                     "a cluster of this machine, else a new local one)")
+    srv.add_argument("--replicas", type=int, default=2, help="Ray Serve replicas (--ray; 2)")
+    srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs per replica (--ray; 1)")
 
 
 def check_port(host: str, port: int) -> None:
@@ -59,6 +64,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     limits = Limits(**{k: v for k, v in given.items() if v is not None})
     monitor = {k: v for k, v in (("window", args.window), ("level", args.alarm_level))
                if v is not None}
+    if args.ray is not None:
+        from unseen.guard.ray_serve import serve_on_ray
+
+        serve_on_ray(args.guard_dir, address=args.ray or None, host=args.host, port=args.port,
+                     replicas=args.replicas, num_cpus=args.replica_cpus, limits=limits,
+                     monitor=monitor)
+        return 0
     try:
         serve(str(args.guard_dir), host=args.host, port=args.port, limits=limits,
               monitor=monitor, log_level=args.log_level)

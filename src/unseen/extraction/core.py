@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -13,15 +13,13 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 
 from unseen import cache as cache_mod
 from unseen.extraction import hooks as hooks_mod
 from unseen.extraction.hooks import module_named
+from unseen.extraction.runners import ExtractionJob, LocalRunner, Reducer, Runner
 from unseen.representation import Hook, Representation
-
-#: A reducer turns one layer's batch of activations into a (B, ...) tensor worth caching.
-Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 class HeadMismatchError(RuntimeError):
@@ -197,6 +195,21 @@ def _dataset_identity(data: Any) -> str | None:
     return None
 
 
+def auto_workers(data: Any, batch_size: int) -> int:
+    """Decoding workers when the caller names none: ``min(2, CPUs)`` for a Dataset of more than
+    one batch (OpenOOD's setting; decoding then overlaps the forward pass, measured by
+    ``benchmarks/extract_speed.py``), 0 for tensors, TensorDatasets, loaders and sets of one
+    batch, where starting processes costs more than it saves. Iterable datasets get none: each
+    worker would replay the whole stream."""
+    if not isinstance(data, Dataset) or isinstance(data, TensorDataset | IterableDataset):
+        return 0
+    try:
+        many = len(data) > batch_size  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+    return min(2, os.cpu_count() or 1) if many else 0
+
+
 def extract(
     model: nn.Module,
     data: Any,
@@ -211,8 +224,9 @@ def extract(
     input_std: Sequence[float] | None = None,
     meta: Mapping[str, Any] | None = None,
     progress: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     check_head: bool = True,
+    runner: Runner | None = None,
 ) -> Representation:
     """Run ``model`` over ``data`` once and return features, logits, labels and the head.
 
@@ -231,8 +245,13 @@ def extract(
             ``identity()`` plus its transform's ``describe()``), and the extraction settings, so
             changing any of them extracts again. Delete the directory to invalidate by hand.
         input_std: the per-channel normalisation std, kept for detectors that perturb inputs.
+        num_workers: DataLoader processes that decode a Dataset while the model runs. Default
+            (None): :func:`auto_workers`, two for a Dataset of more than one batch, else none.
         check_head: verify that ``features @ weight.T + bias`` reproduces the logits (relative
             tolerance 1e-4); a failure means the feature hook sits on the wrong layer.
+        runner: where the batches run: :class:`~unseen.extraction.runners.LocalRunner` (default,
+            this process) or :class:`unseen.extraction.ray.RayRunner` (a pool of Ray actors).
+            The result, its ``meta`` and its cache key do not depend on the runner.
     """
     if isinstance(head, str):
         head_name, head_mod = head, module_named(model, head)
@@ -250,6 +269,8 @@ def extract(
             head_name, head_mod = None, None  # features only: no head to check against
     else:
         raise TypeError(f"head must be an nn.Linear or a module name, not {type(head).__name__}")
+    if num_workers is None:
+        num_workers = auto_workers(data, batch_size)
     model.to(device)  # before the cache lookup: network detectors run it on `device` too
     reducers: dict[str, Reducer | None] = (
         dict(layers) if isinstance(layers, Mapping) else dict.fromkeys(layers)
@@ -289,8 +310,9 @@ def extract(
             hit.source = source
             return hit
 
-    rep = _run(model, data, source, penultimate, reducers, batch_size, device, progress,
-               {"num_workers": num_workers})
+    job = ExtractionJob(model, data, source, penultimate, reducers, batch_size, device, progress,
+                        {"num_workers": num_workers})
+    rep = (runner or LocalRunner()).extract(job)
     rep.meta.update({"head": head_name, "penultimate": penultimate, **(meta or {})})
     if check_head and rep.weight is not None and rep.features is not None:
         check_head_consistency(rep)

@@ -37,6 +37,7 @@ from unseen.benchmark import outcomes
 from unseen.benchmark.result import METRICS, BenchmarkResult
 from unseen.benchmark.spec import GROUPS, BenchmarkSpec
 from unseen.detectors.base import Detector, MissingInputError
+from unseen.extraction.runners import Runner
 from unseen.representation import Representation, RepresentationError
 
 
@@ -198,10 +199,12 @@ def extract_all(
     progress: bool = True,
     console: Console | None = None,
     device: str = "cpu",
+    runner: Runner | None = None,
 ) -> tuple[dict[str, Representation], str]:
     """Every split's representation (keys as :meth:`BenchmarkSpec.splits`) and the model's text.
 
-    ``device`` is where the model runs, here and when network detectors run it again."""
+    ``device`` is where the model runs, here and when network detectors run it again;
+    ``runner`` where extraction runs (default: this process; the cache keys do not change)."""
     cache_dir = _cache_dir(cache)
     prepared = spec.model(cache_dir)
     splits = spec.splits()
@@ -220,6 +223,7 @@ def extract_all(
                 progress=False,
                 num_workers=spec.num_workers,
                 device=device,
+                runner=runner,
             )
             bar.advance(task)
     return reps, prepared.description
@@ -235,6 +239,7 @@ def run(
     progress: bool = True,
     console: Console | None = None,
     device: str = "cpu",
+    runner: Runner | None = None,
 ) -> BenchmarkResult:
     """Run the protocol on ``spec`` for ``detector_names`` (default: every registered detector).
 
@@ -248,7 +253,8 @@ def run(
     classes = {n: detectors.get(n) for n in names}  # unknown names fail before any work
     seed_everything(seed)
     start = time.perf_counter()
-    reps, model_text = extract_all(spec, cache, progress=progress, console=console, device=device)
+    reps, model_text = extract_all(spec, cache, progress=progress, console=console, device=device,
+                                   runner=runner)
     extract_seconds = time.perf_counter() - start
     test = reps["id/test"]
     ood = {g: {n: reps[f"{g}/{n}"] for n in getattr(spec, g)} for g in GROUPS if getattr(spec, g)}
