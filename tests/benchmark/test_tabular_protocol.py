@@ -23,8 +23,8 @@ from unseen.benchmark.protocols.tabular import (
     thresholded,
     unsupervised,
 )
-from unseen.data.tables import adbench_files, from_arrays, read_adbench
-from unseen.guard.conformal import conformal_threshold, p_values, benjamini_hochberg
+from unseen.data.tables import Table, adbench_files, from_arrays, read_adbench
+from unseen.guard.conformal import benjamini_hochberg, conformal_threshold, p_values
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def adbench_dir() -> Path:
     return Path(root)
 
 
-def planted(seed: int = 0) -> "object":
+def planted(seed: int = 0) -> Table:
     rng = np.random.default_rng(seed)
     x = np.concatenate([rng.normal(size=(200, 3)), rng.normal(loc=4.0, size=(10, 3))])
     return from_arrays(x, np.r_[np.zeros(200), np.ones(10)].astype(int), name="planted")
@@ -245,7 +245,7 @@ def test_tabular_files_import_only_torch_free_modules():
             else:
                 continue
             for mod in mods:
-                assert not mod.split(".")[0] in ("torch", "faiss"), f"{path.name} imports {mod}"
+                assert mod.split(".")[0] not in ("torch", "faiss"), f"{path.name} imports {mod}"
             top = mods[0]
             if top.startswith("unseen"):
                 ok = top in allowed or top.startswith("unseen.detectors.tabular") or top == "unseen"

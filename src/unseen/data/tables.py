@@ -272,7 +272,7 @@ def read_csv(path: str | os.PathLike[str], label_column: str | None = "label", *
             )
     if not rows:
         raise TableFormatError(f"{path}: no data rows below the header")
-    columns = {h: [r[j].strip() for r in rows] for j, h in enumerate(header)}
+    columns: dict[str, Sequence[Any]] = {h: [r[j].strip() for r in rows] for j, h in enumerate(header)}
     for col, values in columns.items():
         if col != label_column and col not in drop and "" in values:
             raise TableFormatError(

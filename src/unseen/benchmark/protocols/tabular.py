@@ -112,8 +112,8 @@ class NoveltySplit:
              cal_fraction: float = CAL_FRACTION) -> NoveltySplit:
         normal = np.flatnonzero(~anomaly)
         order = np.random.default_rng(seed).permutation(normal)
-        n_fit = int(round(fit_fraction * normal.size))
-        n_cal = int(round(cal_fraction * normal.size))
+        n_fit = round(fit_fraction * normal.size)
+        n_cal = round(cal_fraction * normal.size)
         test = np.concatenate([order[n_fit + n_cal:], np.flatnonzero(anomaly)])
         return cls(np.sort(order[:n_fit]), np.sort(order[n_fit:n_fit + n_cal]), np.sort(test))
 

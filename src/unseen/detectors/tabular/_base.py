@@ -38,7 +38,10 @@ class TabularDetector(Detector):
         return None
 
 
-def as64(features: np.ndarray) -> np.ndarray:
+def as64(features: np.ndarray | None) -> np.ndarray:
+    """The features as float64 (``Detector.fit`` / ``score`` have checked they are present)."""
+    if features is None:
+        raise ValueError("this detector needs features, which this Representation lacks")
     return np.asarray(features, dtype=np.float64)
 
 

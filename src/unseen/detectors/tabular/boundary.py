@@ -12,6 +12,7 @@ from sklearn.svm import OneClassSVM
 from unseen.detectors.base import Paper
 from unseen.detectors.registry import register
 from unseen.detectors.tabular._base import TabularDetector, as64, row_blocks, sq_distances
+from unseen.representation import Representation
 
 
 @register

@@ -28,7 +28,7 @@ def _check_k(det: Detector, k: Any, n_train: int, extra: int = 0) -> int:
     return int(k)
 
 
-def neighbour_search(det: Detector) -> NearestNeighbors:
+def neighbour_search(det: Any) -> NearestNeighbors:
     """An exact ``NearestNeighbors`` over ``det.points_``, rebuilt when the array changes."""
     cached = det.__dict__.get("_nn")
     if cached is None or cached[0] is not det.points_:
