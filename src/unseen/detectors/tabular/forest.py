@@ -84,11 +84,13 @@ class IForest(TabularDetector):
     def _score(self, rep: Representation) -> np.ndarray:
         # scikit-learn's trees compare float32 features with float64 thresholds
         x = np.asarray(rep.features, dtype=np.float32).astype(np.float64)
-        rows = np.arange(x.shape[0])[:, None]
-        nodes = np.broadcast_to(self.roots_, (x.shape[0], self.roots_.size))
+        n, dim = x.shape
+        flat, row_start = x.ravel(), (np.arange(n) * dim)[:, None]
+        children = np.stack([self.right_, self.left_])  # children[go_left, node]
+        nodes = np.broadcast_to(self.roots_, (n, self.roots_.size))
         for _ in range(self.depth_):
-            go_left = x[rows, self.feature_[nodes]] <= self.threshold_[nodes]
-            nodes = np.where(go_left, self.left_[nodes], self.right_[nodes])
+            go_left = flat[row_start + self.feature_[nodes]] <= self.threshold_[nodes]
+            nodes = children[go_left.view(np.int8), nodes]
         values = self.leaf_value_[nodes]
         depths = np.zeros(x.shape[0])
         for t in range(values.shape[1]):  # tree by tree, the order scikit-learn adds them in
