@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+from sklearn.neighbors import NearestNeighbors
 
 from unseen.detectors.base import Detector, Paper
 from unseen.detectors.registry import register
@@ -89,10 +89,11 @@ class LOF(TabularDetector):
         lrd(x) = 1 / (mean_{o ∈ N_k(x)} reach_k(x, o) + 10⁻¹⁰),
         score(x) = mean_{o ∈ N_k(x)} lrd(o) / lrd(x).
 
-    Breunig, Kriegel, Ng, Sander, SIGMOD 2000. Fitted by scikit-learn's
-    ``LocalOutlierFactor(novelty=True)`` (training neighbourhoods exclude the row itself); the
-    state is the training rows, their k-distances and lrd. ``score`` equals −``score_samples``
-    of scikit-learn's estimator; :meth:`fit_score` is −``negative_outlier_factor_``. Default
+    Breunig, Kriegel, Ng, Sander, SIGMOD 2000. The neighbourhoods come from scikit-learn's
+    ``NearestNeighbors`` (what its ``LocalOutlierFactor`` searches with; training neighbourhoods
+    exclude the row itself), searched once per fit; the state is the training rows, their
+    k-distances and lrd. ``score`` equals −``score_samples`` of
+    ``LocalOutlierFactor(novelty=True)``; :meth:`fit_score` is −``negative_outlier_factor_``. Default
     k = 20 (scikit-learn; PyOD: 20); grid k ∈ {5, 10, 20, 50, 100}.
     """
 
@@ -110,12 +111,11 @@ class LOF(TabularDetector):
         return _k_search_space(train, cls.grid["n_neighbors"], 1)
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        k = _check_k(self, self.n_neighbors, len(train), extra=1)
-        x = as64(train.features)
-        lof = LocalOutlierFactor(n_neighbors=k, novelty=True).fit(x)
-        dist, idx = lof.kneighbors()  # the training neighbourhoods, each row without itself
-        self.points_ = x
-        self.n_neighbors_ = int(lof.n_neighbors_)
+        self.n_neighbors_ = _check_k(self, self.n_neighbors, len(train), extra=1)
+        self.points_ = as64(train.features)
+        # the training neighbourhoods, each row without itself; kept for fit_score
+        dist, idx = neighbour_search(self).kneighbors(n_neighbors=self.n_neighbors_)
+        self._own = (self.points_, dist, idx)
         self.k_distance_ = dist[:, -1].copy()
         reach = np.maximum(dist, self.k_distance_[idx])
         self.lrd_ = 1.0 / (reach.mean(axis=1) + LRD_EPS)
@@ -131,7 +131,7 @@ class LOF(TabularDetector):
         return self._lof(dist, idx)
 
     def _fit_scores(self, rep: Representation) -> np.ndarray:
-        dist, idx = neighbour_search(self).kneighbors(n_neighbors=self.n_neighbors_)
+        _, dist, idx = self._own  # fit_score has just fitted on these rows
         return self._lof(dist, idx, lrd_own=self.lrd_)
 
 
