@@ -23,7 +23,8 @@ def skewness_sign(x: np.ndarray) -> np.ndarray:
 
 
 class _Tails(TabularDetector):
-    """Negative log empirical tail probabilities of each feature, from the sorted training columns.
+    """Negative log empirical tail probabilities of each feature, from the sorted training columns
+    (``sorted_``, one row per feature).
 
     A new row x is scored as if it alone joined the n training rows: F_left(x_j) = (1 + #{i :
     x_ij ≤ x_j}) / (n + 1), F_right likewise with ≥. (PyOD scores a batch *together* with the
@@ -34,17 +35,20 @@ class _Tails(TabularDetector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         x = as64(train.features)
-        self.sorted_ = np.sort(x, axis=0)
+        # (features, rows): each feature's sorted values contiguous, for fast binary searches
+        self.sorted_ = np.sort(np.ascontiguousarray(x.T), axis=1)
         self.skew_sign_ = skewness_sign(x)
 
     def _tails(self, x: np.ndarray, own: bool) -> tuple[np.ndarray, np.ndarray]:
-        n = self.sorted_.shape[0]
+        n = self.sorted_.shape[1]
         left = np.empty_like(x)
         right = np.empty_like(x)
         for j in range(x.shape[1]):
-            column = self.sorted_[:, j]
-            left[:, j] = np.searchsorted(column, x[:, j], side="right")
-            right[:, j] = n - np.searchsorted(column, x[:, j], side="left")
+            # sorted keys make the binary searches walk the column in order (cache-friendly)
+            order = np.argsort(x[:, j], kind="stable")
+            keys = x[order, j]
+            left[order, j] = np.searchsorted(self.sorted_[j], keys, side="right")
+            right[order, j] = n - np.searchsorted(self.sorted_[j], keys, side="left")
         if own:  # the rows are the training rows: each is counted once already
             return -np.log(left / n), -np.log(right / n)
         return -np.log((left + 1.0) / (n + 1.0)), -np.log((right + 1.0) / (n + 1.0))
@@ -139,7 +143,7 @@ class HBOS(TabularDetector):
 
     name = "hbos"
     paper = Paper("Histogram-based Outlier Score (HBOS): A fast Unsupervised Anomaly Detection "
-                  "Algorithm", "Goldstein, Dengel", "KI-2012 Poster and Demo Track", 2012)
+                  "Algorithm", "Goldstein, Dengel", "KI (poster and demo track)", 2012)
     grid: ClassVar[dict[str, list[Any]]] = {"n_bins": [5, 10, 20, 50]}
 
     def __init__(self, n_bins: int = 10, alpha: float = 0.1, tol: float = 0.5) -> None:
