@@ -74,8 +74,9 @@ class PCA(TabularDetector):
 
         score(x) = ‖(x − μ) − V_kᵀ V_k (x − μ)‖²,
 
-    with μ the training mean and V_k the top k principal directions. Jackson, Mudholkar,
-    Technometrics 1979. Fitted by scikit-learn's ``PCA`` (state: ``mean_``, ``components_``).
+    with μ the training mean and V_k the top k principal directions: the residual-subspace
+    detector of Lakhina, Crovella, Diot, SIGCOMM 2004 (the statistic is Jackson and Mudholkar's
+    Q, Technometrics 1979). Fitted by scikit-learn's ``PCA`` (state: ``mean_``, ``components_``).
     ``n_components`` is a count or, in (0, 1), the fraction of variance to keep (scikit-learn's
     rule); at most d − 1 directions are kept, so that a residual is left. Default 0.9 of the
     variance; grid {0.5, 0.8, 0.9, 0.95, 0.99}. PyOD's ``PCA`` (the
@@ -85,9 +86,8 @@ class PCA(TabularDetector):
     """
 
     name = "pca"
-    paper = Paper("Control Procedures for Residuals Associated With Principal Component Analysis",
-                  "Jackson, Mudholkar", "Technometrics", 1979,
-                  "https://doi.org/10.1080/00401706.1979.10489779")
+    paper = Paper("Diagnosing Network-Wide Traffic Anomalies", "Lakhina, Crovella, Diot",
+                  "SIGCOMM", 2004, "https://doi.org/10.1145/1015467.1015492")
     grid: ClassVar[dict[str, list[Any]]] = {"n_components": [0.5, 0.8, 0.9, 0.95, 0.99]}
 
     def __init__(self, n_components: float | int = 0.9) -> None:

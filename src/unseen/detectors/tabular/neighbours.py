@@ -153,17 +153,18 @@ class KDE(TabularDetector):
         score(x) = −log [ 1/n Σ_i N(x; x_i, h² I) ]
                  = log n + (d/2) log(2π h²) − logsumexp_i(−‖x − x_i‖² / (2h²)).
 
-    Parzen, Ann. Math. Statist. 1962 (the estimator); as an outlier score, PyOD's ``KDE`` (the
-    "KDE" of ADBench), which wraps scikit-learn's ``KernelDensity``; our scores equal
+    Latecki, Lazarevic, Pokrajac, MLDM 2007 (kernel densities for outlier detection; the
+    estimator is Parzen's, 1962); this is PyOD's ``KDE`` (the "KDE" of ADBench), which wraps
+    scikit-learn's ``KernelDensity``; our scores equal
     −``KernelDensity(bandwidth=h).score_samples``. Exact, in float64, in blocks of bounded
     memory. Default h = 1.0 (PyOD's, meant for features scaled to [0, 1]); grid h ∈ {0.05, 0.1,
     0.2, 0.5, 1.0, "scott", "silverman"} (the two rules as scikit-learn defines them).
     """
 
     name = "kde"
-    paper = Paper("On Estimation of a Probability Density Function and Mode", "Parzen",
-                  "Annals of Mathematical Statistics", 1962,
-                  "https://doi.org/10.1214/aoms/1177704472")
+    paper = Paper("Outlier Detection with Kernel Density Functions",
+                  "Latecki, Lazarevic, Pokrajac", "MLDM", 2007,
+                  "https://doi.org/10.1007/978-3-540-73499-4_6")
     grid: ClassVar[dict[str, list[Any]]] = {
         "bandwidth": [0.05, 0.1, 0.2, 0.5, 1.0, "scott", "silverman"]
     }
