@@ -103,7 +103,7 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(PYOD)
     with tempfile.TemporaryDirectory() as tmp:
         paths = tables(args.data_root, args.rows, Path(tmp))
-        print(f"| table | detector | unseen (s) | PyOD (s) | PyOD / unseen |\n|---|---|---|---|---|",
+        print("| table | detector | unseen (s) | PyOD (s) | PyOD / unseen |\n|---|---|---|---|---|",
               flush=True)
         for label, path in paths.items():
             for name in names:

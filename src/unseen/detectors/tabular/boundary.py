@@ -95,7 +95,7 @@ class PCA(TabularDetector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         x = as64(train.features)
-        pca = SkPCA(svd_solver="full").fit(x)
+        pca = SkPCA().fit(x)  # svd_solver "auto": the covariance eigh when rows ≫ features
         self.mean_ = np.asarray(pca.mean_, dtype=np.float64)
         self.components_ = np.asarray(pca.components_[: self._kept(pca)], dtype=np.float64)
 
