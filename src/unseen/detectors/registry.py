@@ -34,6 +34,10 @@ MODULES: dict[str, str] = {
     "adascale_a": "network.adascale",
     "adascale_l": "network.adascale",
     "nac": "network.nac",
+    "iforest": "tabular.forest",
+    **dict.fromkeys(("lof", "kthnn", "kde"), "tabular.neighbours"),
+    **dict.fromkeys(("ecod", "copod", "hbos"), "tabular.marginal"),
+    **dict.fromkeys(("ocsvm", "pca"), "tabular.boundary"),
 }
 
 _REGISTRY: dict[str, type[Detector]] = {}

@@ -1,9 +1,10 @@
 """Named benchmarks: ``registry`` holds the names; each module below registers its presets.
 
 ``digits``: the embedded default. ``real``: cifar10 and mnist from the data bundle.
+``tabular``: adbench (the bundle's 19 ADBench sets) and tabular (embedded, scikit-learn data).
 """
 
-from unseen.benchmark.presets import digits, real  # noqa: F401  (registers the presets)
+from unseen.benchmark.presets import digits, real, tabular  # noqa: F401  (registers the presets)
 from unseen.benchmark.presets.registry import (
     UnknownPresetError,
     describe_preset,
