@@ -73,7 +73,8 @@ def _mtd(root: Path) -> None:
     base = root / "magnetic_tile_defects"
     (base / "MT_Free" / "Imgs").mkdir(parents=True)
     for i in range(20):
-        Image.fromarray(np.full((30, 40), 100, np.uint8)).save(base / "MT_Free" / "Imgs" / f"exp0_num_{i}.jpg")
+        free = base / "MT_Free" / "Imgs"
+        Image.fromarray(np.full((30, 40), 100, np.uint8)).save(free / f"exp0_num_{i}.jpg")
         _png(base / "MT_Free" / "Imgs" / f"exp0_num_{i}.png", np.zeros((30, 40), np.uint8))
     for kind in ("Blowhole", "Break", "Crack", "Fray", "Uneven"):
         (base / f"MT_{kind}" / "Imgs").mkdir(parents=True)
