@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 from unseen import Representation
 from unseen.detectors import maps as mapdet
 from unseen.detectors.maps.base import anomaly_maps
-from unseen.detectors.maps.patchcore import greedy_coreset, project
+from unseen.detectors.maps.patchcore import greedy_coreset, greedy_coresets, project
 
 
 def _rep(n: int, seed: int, shift: float = 0.0, grid: int = 4, dim: int = 6) -> Representation:
@@ -38,7 +38,11 @@ def test_greedy_coreset_matches_a_naive_loop() -> None:
     x = np.random.default_rng(0).normal(size=(300, 5)).astype(np.float32)
     got = greedy_coreset(x, 25, seed=3)
     assert list(got) == _naive_greedy(x, 25, int(got[0]))
-    assert got[0] == np.random.default_rng(3).integers(300)
+    assert got[0] == np.random.default_rng(3).integers(300, size=1)[0]
+    chunks = np.random.default_rng(1).normal(size=(3, 200, 5)).astype(np.float32)
+    both = greedy_coresets(chunks, 10, seed=4)
+    for c in range(3):
+        assert list(both[c]) == _naive_greedy(chunks[c], 10, int(both[c, 0]))
 
 
 def test_patchcore_maps_and_reweighted_score_by_brute_force() -> None:
@@ -63,7 +67,7 @@ def test_patchcore_maps_and_reweighted_score_by_brute_force() -> None:
 def test_patchcore_chunked_coreset_keeps_ratio_and_global_is_greedy_on_projection() -> None:
     train = _rep(20, 0, dim=6)  # 320 patches
     chunked = mapdet.PatchCore(coreset_ratio=0.1, chunk=100).fit(train)
-    assert len(chunked.bank_) == 10 + 10 + 10 + 2  # 10 % of chunks of 100, 100, 100, 20
+    assert len(chunked.bank_) == 4 * 8  # 320 patches in ceil(320 / 100) = 4 chunks of 80, 10 % each
     whole = mapdet.PatchCore(coreset_ratio=0.1, chunk=None, projection_dim=4).fit(train)
     flat = train.layers["patches"].reshape(-1, 6)
     expected = np.sort(greedy_coreset(project(flat, 4, 0), 32, 0))

@@ -67,6 +67,9 @@ def mtd(data_root: str | Path | None = None, model: str | None = None) -> Inspec
         calibration_fraction=0.15,
         backbone=backbone,
         layers=LAYERS[backbone],
+        # PatchCore-1 % (the paper's Table 1 variant): a 10 % bank (58k patches) makes the exact
+        # search of 780k test and calibration patches about 10 minutes on this shared 2-core CPU.
+        detector_params={"patchcore": {"coreset_ratio": 0.01}},
     )
 
 

@@ -16,15 +16,31 @@ from unseen.representation import Representation
 def greedy_coreset(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Indices of ``n`` rows of ``x`` picked by greedy k-center (Sener & Savarese 2018):
     start from a random row, then repeatedly add the row farthest from the rows picked so far."""
-    if not 1 <= n <= len(x):
-        raise ValueError(f"coreset size must lie in 1..{len(x)}, got {n}")
-    points = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    chosen = np.empty(n, dtype=np.int64)
-    chosen[0] = np.random.default_rng(seed).integers(len(x))
-    nearest = ((points - points[chosen[0]]) ** 2).sum(1)
-    for i in range(1, n):
-        chosen[i] = int(torch.argmax(nearest))
-        nearest = torch.minimum(nearest, ((points - points[chosen[i]]) ** 2).sum(1))
+    return greedy_coresets(x[None], n, seed)[0]
+
+
+def greedy_coresets(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """:func:`greedy_coreset` of each of the C equally long chunks ``x`` (C, m, d) at once: (C, n).
+
+    One Python step serves every chunk (a batched matrix-vector product with
+    ‖a − c‖² = ‖a‖² − 2 a·c + ‖c‖²), so the loop runs n times, not C · n. Chunk c starts from
+    row ``default_rng(seed).integers(m, size=C)[c]``.
+    """
+    chunks, m, _ = x.shape
+    if not 1 <= n <= m:
+        raise ValueError(f"coreset size must lie in 1..{m}, got {n}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.einsum("cmd,cmd->cm", x, x)
+    rows = np.arange(chunks)
+    chosen = np.empty((chunks, n), dtype=np.int64)
+    chosen[:, 0] = np.random.default_rng(seed).integers(m, size=chunks)
+    nearest = np.full((chunks, m), np.inf, dtype=np.float32)
+    for i in range(n):
+        if i:
+            chosen[:, i] = nearest.argmax(axis=1)
+        centre = x[rows, chosen[:, i]]  # (C, d)
+        dist = norms - 2 * np.matmul(x, centre[:, :, None])[:, :, 0] + norms[rows, chosen[:, i]][:, None]
+        np.minimum(nearest, dist, out=nearest)
     return chosen
 
 
@@ -52,7 +68,7 @@ class PatchCore(MapDetector):
     ``coreset_ratio`` = 10 % of the patches (the paper's defaults); b = ``num_neighbors`` = 9
     (anomalib's). The paper runs greedy over all patches at once; on a CPU that is about 1 h for
     Magnetic Tile Defects (585k patches, 58k centres, 58 ms per step), so by default greedy runs
-    on random chunks of ``chunk`` = 20,000 patches, taking 10 % of each (measured: image AUROC
+    on random chunks of about ``chunk`` = 20,000 patches, taking 10 % of each (measured: image AUROC
     0.954 vs 0.948 for a global greedy 1 % and 0.892 for a random 10 %). ``chunk=None`` is the
     paper's global greedy. Search is exact (faiss ``IndexFlatL2``).
     """
@@ -88,16 +104,17 @@ class PatchCore(MapDetector):
         self.bank_ = x[self._coreset(x)] if self.coreset_ratio < 1 else x
 
     def _coreset(self, x: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(x)) if self.chunk else np.arange(len(x))
-        step = self.chunk or len(x)
-        picked = []
-        for start in range(0, len(x), step):
-            rows = order[start : start + step]
-            reduced = project(x[rows], self.projection_dim, self.seed)
-            n = max(1, round(self.coreset_ratio * len(rows)))
-            picked.append(rows[greedy_coreset(reduced, n, self.seed + start)])
-        return np.sort(np.concatenate(picked))
+        """Greedy k-center per random chunk (``chunk=None``: one chunk, the paper's algorithm).
+
+        The shuffled patches are cut into C = ceil(N / chunk) chunks of N // C rows, each giving
+        round(ratio * N // C) centres; the fewer than C rows left over are not candidates."""
+        n_chunks = -(-len(x) // self.chunk) if self.chunk else 1
+        order = np.random.default_rng(self.seed).permutation(len(x)) if self.chunk else np.arange(len(x))
+        length = len(x) // n_chunks
+        body = order[: length * n_chunks].reshape(n_chunks, length)
+        reduced = project(x[body.ravel()], self.projection_dim, self.seed).reshape(n_chunks, length, -1)
+        n = max(1, round(self.coreset_ratio * length))
+        return np.sort(np.take_along_axis(body, greedy_coresets(reduced, n, self.seed), axis=1).ravel())
 
     def _index(self) -> faiss.Index:
         held = self.__dict__.get("_faiss")
