@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-import torch
 
 from unseen.detectors.base import Paper, softmax
 from unseen.detectors.maps.base import MapDetector, flat_patches, patches_of
