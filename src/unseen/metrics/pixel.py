@@ -125,9 +125,13 @@ def pixel_metrics(
     maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], max_fpr: float = 0.3
 ) -> dict[str, float]:
     """Pixel AUROC, pixel AP and AUPRO (normalised area up to ``max_fpr``) of all pixels."""
+    return curve_metrics(pixel_curves(maps, masks), max_fpr)
+
+
+def curve_metrics(c: PixelCurves, max_fpr: float = 0.3) -> dict[str, float]:
+    """:func:`pixel_metrics` from curves already computed by :func:`pixel_curves`."""
     if not 0 < max_fpr <= 1:
         raise ValueError(f"max_fpr must lie in (0, 1], got {max_fpr}")
-    c = pixel_curves(maps, masks)
     recall_steps = np.diff(np.r_[0.0, c.tpr])
     return {
         "pixel_auroc": _area(c.fpr, c.tpr, 1.0),

@@ -39,7 +39,7 @@ from unseen.detectors import maps as map_detectors
 from unseen.detectors.maps.base import anomaly_maps, resize_map
 from unseen.extraction.patches import extract_patches
 from unseen.guard.conformal import conformal_threshold, max_exceedances
-from unseen.metrics.pixel import f1_max, image_metrics, pixel_curves, pixel_metrics
+from unseen.metrics.pixel import PixelCurves, curve_metrics, f1_max, image_metrics, pixel_curves
 from unseen.representation import Representation
 
 MAP_DETECTORS = ("patchcore", "padim", "spade", "dfm", "gaussian_ad")
@@ -263,8 +263,9 @@ def evaluate(
     full: list[np.ndarray] = []
     if pixel is not None:
         full = [resize_map(pixel[i], truth.size(k)) for k, i in enumerate(truth.pixel_rows)]
-        metrics.update(pixel_metrics(full, truth.masks))
-        curves = _curves(full, truth.masks)
+        pixel_c = pixel_curves(full, truth.masks)
+        metrics.update(curve_metrics(pixel_c))
+        curves = _thin(pixel_c)
     else:
         metrics.update({"pixel_auroc": None, "pixel_ap": None, "aupro": None})
     guard = _guard(guard_cal, guard_test, truth, full)
@@ -362,9 +363,8 @@ def simulate(good_scores: np.ndarray, n_calibration: int, draws: int, seed: int)
     return out
 
 
-def _curves(full: list[np.ndarray], masks: list[np.ndarray], points: int = 400) -> dict[str, np.ndarray]:
+def _thin(c: PixelCurves, points: int = 400) -> dict[str, np.ndarray]:
     """The pixel ROC and PRO curves, thinned to about ``points`` points for plotting."""
-    c = pixel_curves(full, masks)
     keep = np.unique(np.searchsorted(c.fpr, np.linspace(0, 1, points)).clip(0, len(c.fpr) - 1))
     return {"pixel_fpr": c.fpr[keep], "pixel_tpr": c.tpr[keep], "pro": c.pro[keep]}
 
