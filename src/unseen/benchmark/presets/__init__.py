@@ -2,9 +2,10 @@
 
 ``digits``: the embedded default. ``real``: cifar10 and mnist from the data bundle.
 ``tabular``: adbench (the bundle's 19 ADBench sets) and tabular (embedded, scikit-learn data).
+``industrial``: mtd (Magnetic Tile Defects) and mvtec (the MVTec AD layout).
 """
 
-from unseen.benchmark.presets import digits, real, tabular  # noqa: F401  (registers the presets)
+from unseen.benchmark.presets import digits, industrial, real, tabular  # noqa: F401  (registers them)
 from unseen.benchmark.presets.registry import (
     UnknownPresetError,
     describe_preset,
