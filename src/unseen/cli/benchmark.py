@@ -51,8 +51,11 @@ def detector_names(arg: str | None) -> list[str] | None:
     names = list(dict.fromkeys(n.strip() for n in arg.split(",") if n.strip()))
     if not names:
         raise UsageError("--detectors is empty; name at least one (see `unseen list detectors`)")
+    from unseen.detectors import maps
+
     for n in names:
-        check_detector(n)
+        if n not in maps.names():  # anomaly-map detectors of the inspection presets
+            check_detector(n)
     return names
 
 
