@@ -160,6 +160,8 @@ def _benchmark(args: argparse.Namespace, console: Console) -> int:
             _fmt(row["seconds"], pct=False),
         )
     console.print(table)
+    for det, reason in result.not_applicable.items():
+        console.print(f"not applicable: {det}: {reason}", highlight=False, markup=False)
     console.print("AUROC and FPR95 in %; FPR95 = FPR on OOD at 95 % TPR on ID (ID positive); "
                   "group values are unweighted means over the group's datasets.")
     if result.id_accuracy is not None:

@@ -1,16 +1,19 @@
-"""A run's files (results.json, results.csv, scores.npz, report.html) and its leaderboard."""
+"""A run's files (results.json, results.csv, scores.npz, report.html); ``leaderboard`` (the CLI's
+table, from :mod:`unseen.benchmark.report.tables`) is re-exported here."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from unseen._io import atomic_path
+from unseen.benchmark.report.tables import leaderboard
 from unseen.benchmark.result import BenchmarkResult
+
+__all__ = ["leaderboard", "load_scores", "save_scores", "write_outputs"]
 
 
 def save_scores(result: BenchmarkResult, path: Path) -> Path:
@@ -49,21 +52,3 @@ def write_outputs(result: BenchmarkResult, out_dir: str | os.PathLike[str]) -> d
 
         files["report.html"] = Path(write_report(result, out))
     return files
-
-
-def leaderboard(result: BenchmarkResult) -> list[dict[str, Any]]:
-    """One row per detector: hparams, group-mean AUROC and FPR95 (ID positive), time.
-
-    Sorted by near-OOD AUROC, best first (far AUROC when there is no near group; missing
-    values last; ties keep the detectors' run order).
-    """
-    rows = []
-    for det, seconds in result.timings.items():
-        hparams = next(r["hparams"] for r in result.records if r["detector"] == det)
-        row: dict[str, Any] = {"detector": det, "hparams": hparams, "seconds": seconds}
-        for group in ("near", "far"):
-            row[f"{group}_auroc"] = result.mean(det, group, "auroc")
-            row[f"{group}_fpr95"] = result.mean(det, group, "fpr95_id")
-        rows.append(row)
-    key = "near_auroc" if "near" in result.groups else "far_auroc"
-    return sorted(rows, key=lambda r: -r[key] if r[key] is not None else float("inf"))

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import optimize, special
 
-from unseen.detectors.base import Detector, Paper, logsumexp, softmax
+from unseen.detectors.base import Detector, NotApplicableError, Paper, logsumexp, softmax
 from unseen.detectors.registry import register
 from unseen.representation import Representation
 
@@ -136,7 +136,7 @@ class TempScale(Detector):
                 "validation samples only"
             )
         if val.logits.shape[1] < 2:
-            raise ValueError("tempscale needs at least 2 classes")
+            raise NotApplicableError("tempscale needs at least 2 classes")
 
         def nll(log_t: float) -> float:
             return _nll(val.logits, labels, float(np.exp(log_t)))
