@@ -64,6 +64,9 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model option of the preset")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="at most N samples of every split, evenly spaced: a quick end-to-end check "
+                   "(its numbers are not comparable with the full benchmark's)")
     p.add_argument("--keep-going", action="store_true",
                    help="report a failing detector and continue with the others")
 
@@ -125,6 +128,15 @@ def _fmt(value: float | None, pct: bool = True) -> str:
     return f"{100 * value:.2f}" if pct else f"{value:.2f}"
 
 
+def _limited(spec: BenchmarkSpec, n: int) -> BenchmarkSpec:
+    from unseen.benchmark import SpecError
+
+    try:
+        return spec.limited(n)
+    except SpecError as exc:
+        raise UsageError(f"--limit: {exc}") from None
+
+
 def _benchmark(args: argparse.Namespace, console: Console) -> int:
     from unseen.benchmark import BenchmarkSpec, leaderboard, run, write_outputs
 
@@ -133,6 +145,8 @@ def _benchmark(args: argparse.Namespace, console: Console) -> int:
     cache = False if args.no_cache else (args.cache_dir or True)
     out = _out_dir(args, spec.name)
     if not isinstance(spec, BenchmarkSpec):  # another sub-task's protocol (see benchmark.protocols)
+        if args.limit is not None:
+            raise UsageError(f"--limit applies to OOD-detection presets; {spec.name!r} is not one")
         task = spec.run(names, cache=cache, seed=args.seed, keep_going=args.keep_going,
                         console=console, device=args.device)
         task_files = task.write_outputs(out)
@@ -140,6 +154,8 @@ def _benchmark(args: argparse.Namespace, console: Console) -> int:
             console.print(renderable)
         console.print(f"wrote {', '.join(task_files)} to {out}")
         return 0
+    if args.limit is not None:
+        spec = _limited(spec, args.limit)
     result = run(spec, names, cache=cache, seed=args.seed, keep_going=args.keep_going,
                  console=console, device=args.device)
     files = write_outputs(result, out)
