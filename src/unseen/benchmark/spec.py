@@ -203,6 +203,6 @@ class Subsample(Dataset):
         inner_ident = getattr(self.inner, "identity", None)
         if not callable(inner_ident):
             raise TypeError(f"{type(self.inner).__name__} has no identity() to cache it by")
-        transform = getattr(self.inner, "transform", None)
+        transform: Any = getattr(self.inner, "transform", None)
         described = transform.describe() if hasattr(transform, "describe") else repr(transform)
         return f"subsample({len(self)} evenly of {inner_ident()}|transform={described})"

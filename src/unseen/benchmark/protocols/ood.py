@@ -236,18 +236,17 @@ def _score_detector(
 ) -> _Outcome:
     """Search, fit and score one detector, or restore its stored outcome."""
     t0 = time.perf_counter()
-    key = None
-    if cache_dir is not None and outcomes.cacheable(cls):
-        key = outcomes.key(cls, reps, seed)
-    stored = None if key is None else outcomes.load(cache_dir, key)
+    store = cache_dir if cache_dir is not None and outcomes.cacheable(cls) else None
+    key = None if store is None else outcomes.key(cls, reps, seed)
+    stored = None if store is None or key is None else outcomes.load(store, key)
     if stored is not None:
         recs = records_from_scores(cls.name, stored["hparams"], stored["scores"],
                                    {g: list(sets) for g, sets in ood.items()})
         return _Outcome(recs, stored["search"], stored["scores"], stored["seconds"])
     det, hparams, log = search(cls, reps["id/fit"], reps["id/val"], reps["ood_val"])
     recs, scores = evaluate_detector(det, hparams, reps["id/test"], ood)
-    if key is not None:
-        outcomes.save(cache_dir, key, hparams, log, time.perf_counter() - t0, scores)
+    if store is not None and key is not None:
+        outcomes.save(store, key, hparams, log, time.perf_counter() - t0, scores)
     return _Outcome(recs, log, scores, None)
 
 

@@ -116,7 +116,7 @@ def score_histogram(
         lo, hi = lo - 0.5, hi + 0.5
     # about sqrt(n) bins for the smallest series, so small sets do not look like noise
     n_bins = int(np.clip(np.sqrt(min(len(x) for x, _ in series)), 10, 50))
-    edges = np.linspace(lo, hi, n_bins + 1)
+    edges = np.linspace(lo, hi, n_bins + 1).tolist()
     fig = Figure(figsize=(3.6, 2.4))
     fig.subplots_adjust(left=0.03, right=0.97, bottom=0.12, top=0.89)
     ax = fig.add_subplot()
