@@ -2,31 +2,43 @@
 
 ``Representation`` holds what a model produced for a dataset; ``extract`` makes one;
 ``detectors`` score them (higher = more OOD); ``metrics`` evaluates the scores.
+
+Importing unseen loads numpy and safetensors only: ``Representation`` and ``metrics`` need no
+torch. Every other public name (``detectors``, ``extract``, ``Guard``) loads on first use, so a
+features-only or tabular user never pays for torch or faiss (tests/test_imports.py checks it).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from unseen import detectors
 from unseen.representation import Representation
+
+if TYPE_CHECKING:
+    from unseen import detectors, metrics
+    from unseen.extraction import extract
+    from unseen.guard import Guard
 
 __version__ = "0.1.0"
 __all__ = ["Guard", "Representation", "__version__", "detectors", "extract", "metrics"]
 
+#: public name -> (module, attribute in it; None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "detectors": ("unseen.detectors", None),
+    "metrics": ("unseen.metrics", None),
+    "extract": ("unseen.extraction", "extract"),
+    "Guard": ("unseen.guard", "Guard"),
+}
+
 
 def __getattr__(name: str) -> Any:
-    # torch-dependent and optional parts load on first use, so `import unseen` stays light.
-    if name == "extract":
-        from unseen.extraction import extract
+    if name not in _LAZY:
+        raise AttributeError(f"module 'unseen' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
 
-        return extract
-    if name == "metrics":
-        import unseen.metrics as metrics
 
-        return metrics
-    if name == "Guard":
-        from unseen.guard import Guard
-
-        return Guard
-    raise AttributeError(f"module 'unseen' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

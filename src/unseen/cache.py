@@ -14,12 +14,14 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from unseen.representation import Representation, RepresentationError
+
+if TYPE_CHECKING:  # only annotations: the cache itself needs no torch
+    from torch import nn
 
 #: bump when the extraction's output changes meaning, to orphan every old entry
 CACHE_VERSION = 1

@@ -1,4 +1,5 @@
-"""A run's files (results.json, results.csv, scores.npz, report.html) and its leaderboard."""
+"""A run's files (results.json, results.csv, scores.npz, report.html); ``leaderboard`` (the CLI's
+table, from :mod:`unseen.benchmark.report.tables`) is re-exported here."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from unseen._io import atomic_dir, atomic_path
+from unseen.benchmark.report.tables import leaderboard
 from unseen.benchmark.result import BenchmarkResult
+
+__all__ = ["leaderboard", "load_scores", "save_scores", "write_outputs"]
 
 
 def save_scores(result: BenchmarkResult, path: Path) -> Path:
@@ -80,20 +83,3 @@ def write_outputs(result: BenchmarkResult, out_dir: str | os.PathLike[str]) -> d
             names.append(Path(write_report(result, tmp)).name)
     return {name: out / name for name in names}
 
-
-def leaderboard(result: BenchmarkResult) -> list[dict[str, Any]]:
-    """One row per detector: hparams, group-mean AUROC and FPR95 (ID positive), time.
-
-    In the order of :meth:`BenchmarkResult.ranking` (near-OOD AUROC, best first; far AUROC
-    when there is no near group; missing values last; ties keep the detectors' run order).
-    """
-    rows = []
-    for det in result.ranking():
-        row: dict[str, Any] = {
-            "detector": det, "hparams": result.hparams(det), "seconds": result.timings.get(det),
-        }
-        for group in ("near", "far"):
-            row[f"{group}_auroc"] = result.mean(det, group, "auroc")
-            row[f"{group}_fpr95"] = result.mean(det, group, "fpr95_id")
-        rows.append(row)
-    return rows

@@ -28,7 +28,9 @@ class BenchmarkResult:
     ``records`` follow the README's schema: one per (detector, OOD dataset) plus one per
     (detector, group) with ``"dataset": "mean"`` (the unweighted mean over the group's datasets).
     ``scores[detector]`` maps ``"id"`` (ID test) and each OOD test set to that detector's OOD
-    scores with the selected hyperparameters; the report plots them.
+    scores with the selected hyperparameters; the report plots them. ``not_applicable`` maps
+    each detector that refused this model or data by a declared requirement to its reason; such
+    a detector has no records, scores or timings.
     """
 
     preset: str
@@ -39,6 +41,7 @@ class BenchmarkResult:
     search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> BenchmarkResult:
@@ -74,6 +77,7 @@ class BenchmarkResult:
             records=data["records"],
             groups=groups,
             search=data.get("search") or {},
+            not_applicable=data.get("not_applicable") or {},
             timings=data.get("timings") or {},
             meta=data.get("meta") or {},
         )
@@ -131,14 +135,20 @@ class BenchmarkResult:
             "search": self.search,
             "timings": self.timings,
             "meta": self.meta,
+            "not_applicable": self.not_applicable,
         }
 
     def to_csv(self) -> str:
+        """The records as a table. When detectors were not applicable, a last column
+        ``not_applicable`` gives each of them one row with its reason and empty metrics."""
+        columns = (*COLUMNS, "not_applicable") if self.not_applicable else COLUMNS
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for r in self.records:
             writer.writerow({**r, "hparams": json.dumps(r["hparams"], sort_keys=True)})
+        for detector, reason in self.not_applicable.items():
+            writer.writerow({"detector": detector, "not_applicable": reason})
         return buf.getvalue()
 
     def write(self, out_dir: str | os.PathLike[str]) -> None:

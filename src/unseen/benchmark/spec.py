@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -99,6 +100,24 @@ class BenchmarkSpec:
             out.update({f"{group}/{n}": ds for n, ds in getattr(self, group).items()})
         return out
 
+    def limited(self, n: int) -> BenchmarkSpec:
+        """The same benchmark on at most ``n`` samples of every split (:class:`Subsample`): a
+        quick check that a benchmark runs end to end. Its numbers are not comparable with the
+        full benchmark's; ``meta["limit"]`` records ``n``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SpecError(f"the sample limit must be a positive integer, got {n!r}")
+
+        def cut(group: dict[str, Dataset]) -> dict[str, Dataset]:
+            return {name: Subsample(ds, n) for name, ds in group.items()}
+
+        return replace(
+            self,
+            fit=Subsample(self.fit, n), val=Subsample(self.val, n), test=Subsample(self.test, n),
+            ood_val=Subsample(self.ood_val, n),
+            near=cut(self.near), far=cut(self.far), csid=cut(self.csid),
+            meta={**self.meta, "limit": n},
+        )
+
     @property
     def groups(self) -> dict[str, list[str]]:
         return {g: list(getattr(self, g)) for g in GROUPS if getattr(self, g)}
@@ -150,10 +169,41 @@ class AsOOD(Dataset):
         return self.inner[index][0], -1
 
     def identity(self) -> str:
-        inner_ident = getattr(self.inner, "identity", None)
-        if not callable(inner_ident):
-            raise TypeError(f"{type(self.inner).__name__} has no identity() to cache it by")
-        transform = getattr(self.inner, "transform", None)
-        describe = getattr(transform, "describe", None)
-        described = describe() if callable(describe) else repr(transform)
-        return f"ood({inner_ident()}|transform={described})"
+        return f"ood({_inner_identity(self.inner)})"
+
+
+class Subsample(Dataset):
+    """At most ``n`` items of a dataset, evenly spaced over its index range (deterministic, and
+    every class of a class-sorted dataset keeps its share), keeping its labels.
+
+    It names no samples: the full datasets' disjointness was checked already, and subsets of
+    disjoint sets are disjoint. Its identity extends the inner one, so it is cached apart.
+    """
+
+    transform = None
+
+    def __init__(self, inner: Dataset, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        size = len(cast(Sized, inner))
+        self.indices = np.unique(np.linspace(0, size - 1, min(n, size)).round().astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.inner[int(self.indices[index])]
+
+    def identity(self) -> str:
+        return f"subsample({len(self)} evenly of {_inner_identity(self.inner)})"
+
+
+def _inner_identity(inner: Dataset) -> str:
+    """A wrapped dataset's identity with its transform, as the extraction cache keys it."""
+    inner_ident = getattr(inner, "identity", None)
+    if not callable(inner_ident):
+        raise TypeError(f"{type(inner).__name__} has no identity() to cache it by")
+    transform = getattr(inner, "transform", None)
+    describe = getattr(transform, "describe", None)
+    described = describe() if callable(describe) else repr(transform)
+    return f"{inner_ident()}|transform={described}"

@@ -36,6 +36,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model option of the preset")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="at most N samples of every split, evenly spaced: a quick end-to-end check "
+                   "(its numbers are not comparable with the full benchmark's)")
     p.add_argument("--keep-going", action="store_true",
                    help="report a failing detector and continue with the others")
     p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
@@ -100,6 +103,15 @@ def _fmt(value: float | None, pct: bool = True) -> str:
     return f"{100 * value:.2f}" if pct else f"{value:.2f}"
 
 
+def _limited(spec: BenchmarkSpec, n: int) -> BenchmarkSpec:
+    from unseen.benchmark import SpecError
+
+    try:
+        return spec.limited(n)
+    except SpecError as exc:
+        raise UsageError(f"--limit: {exc}") from None
+
+
 def print_leaderboard(result: BenchmarkResult, console: Console) -> None:
     """The leaderboard table (rows in :meth:`BenchmarkResult.ranking` order) and its notes."""
     from unseen.benchmark import leaderboard
@@ -121,6 +133,8 @@ def print_leaderboard(result: BenchmarkResult, console: Console) -> None:
             _fmt(row["seconds"], pct=False),
         )
     console.print(table)
+    for det, reason in result.not_applicable.items():
+        console.print(f"not applicable: {det}: {reason}", highlight=False, markup=False)
     console.print("AUROC and FPR95 in %; FPR95 = FPR on OOD at 95 % TPR on ID (ID positive); "
                   "group values are unweighted means over the group's datasets.")
     if result.id_accuracy is not None:
@@ -145,6 +159,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if args.ray is not None:
             raise UsageError(f"--ray extracts for the OOD protocol only; preset {spec.name!r} "
                              "runs another protocol")
+        if args.limit is not None:
+            raise UsageError(f"--limit applies to OOD-detection presets; {spec.name!r} is not one")
         task = spec.run(names, cache=cache, seed=args.seed, keep_going=args.keep_going,
                         console=console, device=args.device)
         with atomic_dir(out) as tmp:
@@ -153,6 +169,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print(renderable)
         console.print(f"wrote {', '.join(task_files)} to {out}")
         return 0
+    if args.limit is not None:
+        spec = _limited(spec, args.limit)
     runner = None
     if args.ray is not None:
         from unseen.extraction.ray import RayRunner

@@ -4,12 +4,13 @@ Families load on first use (see :mod:`unseen.detectors.registry`): importing thi
 imports neither torch nor faiss.
 """
 
-from unseen.detectors.base import Detector, MissingInputError, NotFittedError, Paper
+from unseen.detectors.base import Detector, MissingInputError, NotApplicableError, NotFittedError, Paper
 from unseen.detectors.registry import UnknownDetectorError, create, get, names, register
 
 __all__ = [
     "Detector",
     "MissingInputError",
+    "NotApplicableError",
     "NotFittedError",
     "Paper",
     "UnknownDetectorError",

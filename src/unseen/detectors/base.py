@@ -46,7 +46,17 @@ class NotFittedError(RuntimeError):
     """``score`` was called before ``fit``."""
 
 
-class MissingInputError(ValueError):
+class NotApplicableError(ValueError):
+    """The detector does not apply to this model or data: a declared requirement is not met.
+
+    Raised by a detector's own input checks (an array the Representation lacks, features that
+    must be non-negative, a head with two classes or more, the network). It is not a failure of
+    the method: the benchmark lists such a detector as not applicable, with this message as the
+    reason, and goes on. A ValueError, so callers that catch bad input keep working.
+    """
+
+
+class MissingInputError(NotApplicableError):
     """A Representation lacks an array the detector needs."""
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from unseen.detectors.base import Detector, Paper, softmax
+from unseen.detectors.base import Detector, NotApplicableError, Paper, softmax
 from unseen.detectors.params import Boolean, Number
 from unseen.detectors.registry import register
 from unseen.representation import Representation
@@ -56,7 +56,7 @@ class FDBD(Detector):
     def _fit(self, train: Representation, val: Representation | None) -> None:
         self._keep_head(train)
         if self.weight_.shape[0] < 2:
-            raise ValueError("fdbd needs a classifier head with at least 2 classes")
+            raise NotApplicableError("fdbd needs a classifier head with at least 2 classes")
         w = self.weight_
         sq = (w * w).sum(1)
         gaps = np.sqrt(np.maximum(sq[:, None] - 2.0 * w @ w.T + sq[None, :], 0.0))

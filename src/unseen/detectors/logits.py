@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import optimize, special
 
-from unseen.detectors.base import Detector, Paper, logsumexp, softmax
+from unseen.detectors.base import Detector, NotApplicableError, Paper, logsumexp, softmax
 from unseen.detectors.params import Number
 from unseen.detectors.registry import register
 from unseen.representation import Representation
@@ -130,7 +130,7 @@ class TempScale(Detector):
         assert val is not None and val.labels is not None  # needs_val, fit_requires
         labels = val.labels
         if val.logits.shape[1] < 2:
-            raise ValueError("tempscale needs at least 2 classes")
+            raise NotApplicableError("tempscale needs at least 2 classes")
 
         def nll(log_t: float) -> float:
             return _nll(val.logits, labels, float(np.exp(log_t)))

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from unseen.detectors.base import Detector, Paper, logsumexp
+from unseen.detectors.base import Detector, NotApplicableError, Paper, logsumexp
 from unseen.detectors.params import Number, OneOf
 from unseen.detectors.registry import register
 from unseen.representation import Representation
@@ -150,7 +150,7 @@ class _PerSampleShaping(_ShapedEnergy):
 def _sharpening(x: np.ndarray, kept: np.ndarray, name: str) -> np.ndarray:
     """exp(s1/s2) per row: s1 the sum of all activations, s2 the sum of the kept ones."""
     if (x < 0).any():
-        raise ValueError(
+        raise NotApplicableError(
             f"{name} needs non-negative (post-ReLU) features: exp(s1/s2) is meaningless when "
             "activations can cancel; use ash with variant 'p' or 'b' instead"
         )

@@ -10,10 +10,14 @@
    one per group with the *unweighted* mean over its datasets (``"dataset": "mean"``).
 
 A grid point whose fit or score raises ``ValueError`` (an invalid hyperparameter for this data,
-e.g. more neighbours than samples) is skipped and listed with its error in ``search``. Any other
-error, or no usable grid point, fails the detector: the run stops with
-:class:`DetectorFailedError` unless ``keep_going``, which records the error in
-``meta["failures"]`` and goes on.
+e.g. more neighbours than samples) is skipped and listed with its error in ``search``.
+
+A detector that refuses this model or data by its own declared requirements
+(:class:`~unseen.detectors.base.NotApplicableError`: a missing array, or every grid point refused,
+e.g. SCALE on features that can be negative) is *not applicable*: it is listed with its reason
+in ``BenchmarkResult.not_applicable`` and the run goes on. Any other error, or no usable grid
+point for another reason, fails the detector: the run stops with :class:`DetectorFailedError`
+unless ``keep_going``, which records the error in ``meta["failures"]`` and goes on.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +40,7 @@ from unseen import detectors
 from unseen.benchmark import outcomes
 from unseen.benchmark.result import METRICS, BenchmarkResult
 from unseen.benchmark.spec import GROUPS, BenchmarkSpec
-from unseen.detectors.base import Detector, MissingInputError
+from unseen.detectors.base import Detector, MissingInputError, NotApplicableError
 from unseen.extraction.runners import Runner
 from unseen.representation import Representation, RepresentationError
 
@@ -88,6 +92,14 @@ def _grid_aurocs(
     return out
 
 
+def _no_usable_point(errors: list[Exception]) -> ValueError:
+    """The error of a search in which every grid point failed: not applicable when each point
+    was refused by a declared requirement (the reasons, deduplicated), else a ValueError."""
+    if errors and all(isinstance(e, NotApplicableError) for e in errors):
+        return NotApplicableError("; ".join(dict.fromkeys(str(e) for e in errors)))
+    return ValueError(f"every grid point failed: {'; '.join(sorted({_error(e) for e in errors}))}")
+
+
 def search(
     cls: type[Detector],
     fit: Representation,
@@ -112,6 +124,7 @@ def search(
         fit_groups.setdefault(fit_key, []).append(i)
 
     best: tuple[float, int, Detector] | None = None
+    errors: list[Exception] = []
     for members in fit_groups.values():
         det = cls(**cls.shared_fit([points[i] for i in members]))
         try:
@@ -119,6 +132,7 @@ def search(
         except Exception as exc:
             if not _is_invalid_hparam(exc):
                 raise
+            errors.append(exc)
             for i in members:
                 log[i]["error"] = _error(exc)
             continue
@@ -126,14 +140,14 @@ def search(
                         for i in members]
         for i, auroc in zip(members, _grid_aurocs(det, score_points, val, ood_val), strict=True):
             if isinstance(auroc, Exception):
+                errors.append(auroc)
                 log[i]["error"] = _error(auroc)
                 continue
             log[i]["val_auroc"] = auroc
             if best is None or auroc > best[0] or (auroc == best[0] and i < best[1]):
                 best = (auroc, i, det)
     if best is None:
-        errors = "; ".join(sorted({entry["error"] for entry in log}))
-        raise ValueError(f"every grid point failed: {errors}")
+        raise _no_usable_point(errors)
     _, index, det = best
     det.set_params(**{k: v for k, v in points[index].items() if k in cls.score_params})
     for i, entry in enumerate(log):
@@ -229,6 +243,37 @@ def extract_all(
     return reps, prepared.description
 
 
+class _Outcome(NamedTuple):
+    records: list[dict[str, Any]]
+    search: list[dict[str, Any]]
+    scores: dict[str, np.ndarray]
+    #: the seconds it first took when restored from the outcome cache, else None
+    restored_seconds: float | None
+
+
+def _score_detector(
+    cls: type[Detector],
+    reps: dict[str, Representation],
+    ood: dict[str, dict[str, Representation]],
+    cache_dir: Path | None,
+    seed: int,
+) -> _Outcome:
+    """Search, fit and score one detector, or restore its stored outcome."""
+    t0 = time.perf_counter()
+    store = cache_dir if cache_dir is not None and outcomes.cacheable(cls) else None
+    key = None if store is None else outcomes.key(cls, reps, seed)
+    stored = None if store is None or key is None else outcomes.load(store, key)
+    if stored is not None:
+        recs = records_from_scores(cls.name, stored["hparams"], stored["scores"],
+                                   {g: list(sets) for g, sets in ood.items()})
+        return _Outcome(recs, stored["search"], stored["scores"], stored["seconds"])
+    det, hparams, log = search(cls, reps["id/fit"], reps["id/val"], reps["ood_val"])
+    recs, scores = evaluate_detector(det, hparams, reps["id/test"], ood)
+    if store is not None and key is not None:
+        outcomes.save(store, key, hparams, log, time.perf_counter() - t0, scores)
+    return _Outcome(recs, log, scores, None)
+
+
 def run(
     spec: BenchmarkSpec,
     detector_names: Sequence[str] | None = None,
@@ -266,32 +311,19 @@ def run(
     logs: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
     failures: dict[str, str] = {}
+    not_applicable: dict[str, str] = {}
     with _progress(console, progress) as bar:
         task = bar.add_task("score", total=len(names))
         for name, cls in classes.items():
             bar.update(task, description=f"score {name}")
             seed_everything(seed)
             t0 = time.perf_counter()
-            key = None
-            if cache_dir is not None and outcomes.cacheable(cls):
-                key = outcomes.key(cls, reps, seed)
-            stored = None if key is None else outcomes.load(cache_dir, key)
             try:
-                if stored is not None:
-                    hparams, logs[name], scores[name] = (
-                        stored["hparams"], stored["search"], stored["scores"]
-                    )
-                    recs = records_from_scores(name, hparams, scores[name],
-                                               {g: list(sets) for g, sets in ood.items()})
-                    restored[name] = stored["seconds"]
-                else:
-                    det, hparams, logs[name] = search(
-                        cls, reps["id/fit"], reps["id/val"], reps["ood_val"]
-                    )
-                    recs, scores[name] = evaluate_detector(det, hparams, test, ood)
-                    if key is not None:
-                        outcomes.save(cache_dir, key, hparams, logs[name],
-                                      time.perf_counter() - t0, scores[name])
+                outcome = _score_detector(cls, reps, ood, cache_dir, seed)
+            except NotApplicableError as exc:
+                # a declared refusal, not a failure: listed with its reason, never ranked
+                not_applicable[name] = str(exc)
+                continue
             except Exception as exc:
                 if not keep_going:
                     raise DetectorFailedError(
@@ -299,13 +331,14 @@ def run(
                         "`--keep-going` on the command line, skips it)"
                     ) from exc
                 failures[name] = _error(exc)
-                logs.pop(name, None)
-                scores.pop(name, None)
                 continue
             finally:
                 bar.advance(task)
             timings[name] = time.perf_counter() - t0
-            records.extend(recs)
+            records.extend(outcome.records)
+            logs[name], scores[name] = outcome.search, outcome.scores
+            if outcome.restored_seconds is not None:
+                restored[name] = outcome.restored_seconds
 
     meta = {
         "seed": seed,
@@ -334,4 +367,5 @@ def run(
         search=logs,
         timings=timings,
         meta=meta,
+        not_applicable=not_applicable,
     )

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unseen.detectors.base import Paper, rep_memo
+from unseen.detectors.base import NotApplicableError, Paper, rep_memo
 from unseen.detectors.network._common import NetworkDetector, inputs, source
 from unseen.detectors.params import ModuleNames, Number
 from unseen.detectors.registry import register
@@ -158,7 +158,7 @@ class Gram(NetworkDetector):
             shapes = source(train).block_output_shapes()
             self.layers_ = [n for n, shape in shapes.items() if len(shape) >= 3]
             if not self.layers_:
-                raise ValueError(
+                raise NotApplicableError(
                     "gram found no direct child of the model that outputs a feature map; name "
                     "the layers with layers=[...]"
                 )

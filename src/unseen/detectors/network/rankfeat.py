@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from unseen.detectors.base import Paper, logsumexp
+from unseen.detectors.base import NotApplicableError, Paper, logsumexp
 from unseen.detectors.network._common import NetworkDetector, inputs, source
 from unseen.detectors.params import ModuleNames, Number
 from unseen.detectors.registry import register
@@ -75,7 +75,7 @@ class RankFeat(NetworkDetector):
         shapes = source(train).block_output_shapes()
         spatial = [n for n, shape in shapes.items() if len(shape) >= 3 and np.prod(shape[2:]) > 1]
         if not spatial:
-            raise ValueError(
+            raise NotApplicableError(
                 "rankfeat found no direct child of the model that outputs a spatial feature map; "
                 "name the blocks with layers=[...]"
             )
