@@ -40,6 +40,10 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+#: the ``layers`` entry of a patch representation: (N, h, w, D) locally aware patch features
+PATCHES = "patches"
+
+
 class RepresentationError(ValueError):
     """A Representation's arrays are missing, malformed or inconsistent."""
 

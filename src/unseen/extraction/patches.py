@@ -23,10 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from unseen import cache as cache_mod
-from unseen.extraction.core import _dataset_identity, _iter_batches, _module, _split_batch
-from unseen.representation import Representation
+from unseen.extraction.core import _dataset_identity, _iter_batches, _split_batch
+from unseen.extraction.hooks import module_named
+from unseen.representation import PATCHES, Representation
 
-PATCHES = "patches"
 #: float16 keeps 11 significant bits: patch distances change by < 1e-3 relative, measured to
 #: change no image AUROC on Magnetic Tile Defects (see the industrial README section).
 STORAGE = {"float32": np.float32, "float16": np.float16}
@@ -128,7 +128,7 @@ def _run(
 
         return hook
 
-    hooks = [_module(model, name).register_forward_hook(keep(name)) for name in layers]
+    hooks = [module_named(model, name).register_forward_hook(keep(name)) for name in layers]
     parts: np.ndarray | None = None
     labels: list[np.ndarray] = []
     n_total, row = len(data), 0

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from unseen.detectors.base import Detector, MissingInputError, NotFittedError
-from unseen.extraction.patches import PATCHES
-from unseen.representation import Representation
+from unseen.representation import PATCHES, Representation
 
 SIGMA = 4.0
 
