@@ -1,78 +1,90 @@
-"""Compare two benchmark runs record by record: ``python benchmarks/compare_results.py A B``.
+"""Compare two benchmark runs record by record: are their results.json files the same?
 
-A and B are run directories (or their ``results.json``). Records are matched by (detector,
-group, dataset). Prints a table of the largest absolute difference per metric, the records whose
-hyperparameters or metrics differ, records present in one run only, and whether the search logs
-(grid points, validation AUROCs, errors) agree. Exit status 0 when every record is identical,
-1 otherwise.
+    python benchmarks/compare_results.py runs/before/results.json runs/after/results.json [--tol 0]
+
+Records are matched on (detector, group, dataset). Prints, per metric, the largest absolute
+difference over the matched records (and where it occurs), then every record that differs by
+more than ``--tol`` in a metric or in its hyperparameters, every record present in only one file
+and any change in the detectors listed as not applicable. Exits 0 when the files agree, 1 when
+they do not. A run folder may be given instead of its results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95_id", "fpr95_ood")
 Key = tuple[str, str, str]
 
 
-def _load(path: str) -> dict[str, Any]:
-    p = Path(path)
-    return json.loads((p / "results.json" if p.is_dir() else p).read_text(encoding="utf-8"))
+def load(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / "results.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise SystemExit(f"{path}: not a results.json (no 'records' list)")
+    return data
 
 
-def _records(result: dict[str, Any]) -> dict[Key, dict[str, Any]]:
-    return {(r["detector"], r["group"], r["dataset"]): r for r in result["records"]}
+def by_key(data: dict[str, Any]) -> dict[Key, dict[str, Any]]:
+    return {(r["detector"], r["group"], r["dataset"]): r for r in data["records"]}
 
 
-def _metrics(record: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+def _difference(a: Any, b: Any) -> float:
+    if a is None or b is None:
+        return 0.0 if a is b else math.inf
+    return abs(float(a) - float(b))
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
-    """The largest |A − B| per metric and a line per difference found."""
-    ra, rb = _records(a), _records(b)
-    largest: dict[str, float] = {}
-    lines = [f"only in A: {k}" for k in sorted(set(ra) - set(rb))]
-    lines += [f"only in B: {k}" for k in sorted(set(rb) - set(ra))]
-    for key in sorted(set(ra) & set(rb)):
-        x, y = ra[key], rb[key]
-        if x["hparams"] != y["hparams"]:
-            lines.append(f"{key}: hparams {x['hparams']} != {y['hparams']}")
-        mx, my = _metrics(x), _metrics(y)
-        for name in sorted(set(mx) | set(my)):
-            if name not in mx or name not in my:
-                lines.append(f"{key}: metric {name} in one run only")
-                continue
-            diff = abs(mx[name] - my[name])
-            largest[name] = max(largest.get(name, 0.0), diff)
-            if diff:
-                lines.append(f"{key}: {name} {mx[name]!r} != {my[name]!r} (|diff| {diff:.3g})")
-    for det in sorted(set(a.get("search", {})) & set(b.get("search", {}))):
-        if a["search"][det] != b["search"][det]:
-            lines.append(f"{det}: search logs differ")
+def compare(a: dict[str, Any], b: dict[str, Any], tol: float) -> tuple[dict[str, tuple[float, Key | None]],
+                                                                       list[str]]:
+    """The largest difference per metric (with its record) and the lines describing differences."""
+    ra, rb = by_key(a), by_key(b)
+    largest: dict[str, tuple[float, Key | None]] = dict.fromkeys(METRICS, (0.0, None))
+    lines: list[str] = []
+    for key in sorted(ra.keys() & rb.keys()):
+        diffs = {m: _difference(ra[key].get(m), rb[key].get(m)) for m in METRICS}
+        for m, d in diffs.items():
+            if d > largest[m][0]:
+                largest[m] = (d, key)
+        changed = [f"{m} {ra[key].get(m)} -> {rb[key].get(m)}" for m, d in diffs.items() if d > tol]
+        if ra[key].get("hparams") != rb[key].get("hparams"):
+            changed.append(f"hparams {ra[key].get('hparams')} -> {rb[key].get('hparams')}")
+        if changed:
+            lines.append(f"differs  {'/'.join(key)}: " + "; ".join(changed))
+    lines += [f"only in A {'/'.join(k)}" for k in sorted(ra.keys() - rb.keys())]
+    lines += [f"only in B {'/'.join(k)}" for k in sorted(rb.keys() - ra.keys())]
+    na, nb = a.get("not_applicable") or {}, b.get("not_applicable") or {}
+    lines += [f"not applicable in {side} only: {d}" for side, x, y in (("A", na, nb), ("B", nb, na))
+              for d in sorted(set(x) - set(y))]
     return largest, lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", help="run directory or results.json (before)")
-    parser.add_argument("b", help="run directory or results.json (after)")
+    parser.add_argument("a", type=Path, help="results.json (or its run folder) A")
+    parser.add_argument("b", type=Path, help="results.json (or its run folder) B")
+    parser.add_argument("--tol", type=float, default=0.0,
+                        help="largest absolute difference that still counts as equal (default 0)")
     args = parser.parse_args(argv)
-    a, b = _load(args.a), _load(args.b)
-    largest, lines = compare(a, b)
-    print(f"records: A {len(a['records'])}, B {len(b['records'])}")
-    print(f"{'metric':<12} {'largest |A - B|':>16}")
-    for name, diff in sorted(largest.items()):
-        print(f"{name:<12} {diff:>16.3g}")
-    if lines:
-        print(f"{len(lines)} difference(s):")
-        print("\n".join(f"  {line}" for line in lines))
-    else:
-        print("every record (hyperparameters and metrics) and every search log is identical")
-    return 1 if any(not line.endswith("search logs differ") for line in lines) else 0
+    a, b = load(args.a), load(args.b)
+    largest, lines = compare(a, b, args.tol)
+    n_a, n_b, shared = len(a["records"]), len(b["records"]), len(by_key(a).keys() & by_key(b).keys())
+    print(f"A: {args.a} ({n_a} records)\nB: {args.b} ({n_b} records)\nmatched records: {shared}\n")
+    print(f"{'metric':<10} {'largest |A - B|':>16}  record")
+    for m, (d, key) in largest.items():
+        print(f"{m:<10} {d:>16.3g}  {'/'.join(key) if key else '-'}")
+    print()
+    for line in lines:
+        print(line)
+    print(f"{len(lines)} difference(s) beyond tol={args.tol:g}" if lines else
+          f"identical within tol={args.tol:g}: every record matches")
+    return 1 if lines else 0
 
 
 if __name__ == "__main__":

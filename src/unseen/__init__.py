@@ -10,9 +10,9 @@ features-only or tabular user never pays for torch or faiss (tests/test_imports.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from unseen import _lazy
 from unseen.representation import Representation
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["Guard", "Representation", "__version__", "detectors", "extract", "metrics"]
 
 #: public name -> (module, attribute in it; None for the module itself)
-_LAZY: dict[str, tuple[str, str | None]] = {
+_LAZY: _lazy.Table = {
     "detectors": ("unseen.detectors", None),
     "metrics": ("unseen.metrics", None),
     "extract": ("unseen.extraction", "extract"),
@@ -33,11 +33,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'unseen' has no attribute {name!r}")
-    module_name, attribute = _LAZY[name]
-    module = importlib.import_module(module_name)
-    return module if attribute is None else getattr(module, attribute)
+    return _lazy.load("unseen", _LAZY, name)
 
 
 def __dir__() -> list[str]:

@@ -210,13 +210,6 @@ sys.exit(1 if bad else 0)
 """
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the tabular files import no torch/faiss, but package __init__ files outside them do: "
-    "unseen/__init__ (imports unseen.detectors), detectors/__init__ (every family, distance → "
-    "faiss, network → torch), data/__init__ (loader → torch), benchmark/__init__ (protocols.ood) "
-    "and benchmark/presets/__init__ (real → torch); the layout issue makes them lazy",
-)
 def test_tabular_path_imports_neither_torch_nor_faiss():
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True,

@@ -6,67 +6,55 @@ The function ``download`` is not re-exported here: the name would shadow the sub
 
 from __future__ import annotations
 
-from unseen.data.base import IMAGE_EXTENSIONS, CorruptImageError, ImageDataset, load_image
-from unseen.data.cifar import CIFARPickle, RestrictedUnpickler, UnsafePickleError, load_batch
-from unseen.data.download import (
-    DATASETS,
-    ChecksumError,
-    IncompleteDownloadError,
-    UnsafeArchiveError,
-    extract_archive,
-    fetch_dataset,
-)
-from unseen.data.idx import IDXDataset, IDXFormatError, read_idx
-from unseen.data.loader import make_loader
-from unseen.data.readers import ImageFolder, ImageList, TinyImageNetVal, parse_image_list
-from unseen.data.svhn import SVHNMat
-from unseen.data.transforms import (
-    CenterCrop,
-    Compose,
-    Grayscale,
-    Normalize,
-    Resize,
-    ToRGB,
-    ToTensor,
-    Transform,
-    cifar_test_transform,
-    imagenet_test_transform,
-    mnist_transform,
-)
+from typing import Any
 
-__all__ = [
-    "DATASETS",
-    "IMAGE_EXTENSIONS",
-    "CIFARPickle",
-    "CenterCrop",
-    "ChecksumError",
-    "Compose",
-    "CorruptImageError",
-    "Grayscale",
-    "IDXDataset",
-    "IDXFormatError",
-    "ImageDataset",
-    "ImageFolder",
-    "ImageList",
-    "IncompleteDownloadError",
-    "Normalize",
-    "Resize",
-    "RestrictedUnpickler",
-    "SVHNMat",
-    "TinyImageNetVal",
-    "ToRGB",
-    "ToTensor",
-    "Transform",
-    "UnsafeArchiveError",
-    "UnsafePickleError",
-    "cifar_test_transform",
-    "extract_archive",
-    "fetch_dataset",
-    "imagenet_test_transform",
-    "load_batch",
-    "load_image",
-    "make_loader",
-    "mnist_transform",
-    "parse_image_list",
-    "read_idx",
-]
+from unseen import _lazy
+
+# Each name loads on first use, so reading a table (unseen.data.tables) imports no torch.
+_LAZY: _lazy.Table = {
+    **_lazy.table(
+        "unseen.data.base",
+        "IMAGE_EXTENSIONS", "CorruptImageError", "ImageDataset", "load_image",
+    ),
+    **_lazy.table(
+        "unseen.data.cifar",
+        "CIFARPickle", "RestrictedUnpickler", "UnsafePickleError", "load_batch",
+    ),
+    **_lazy.table(
+        "unseen.data.download",
+        "DATASETS", "ChecksumError", "IncompleteDownloadError", "UnsafeArchiveError",
+        "extract_archive", "fetch_dataset",
+    ),
+    **_lazy.table(
+        "unseen.data.idx",
+        "IDXDataset", "IDXFormatError", "read_idx",
+    ),
+    **_lazy.table(
+        "unseen.data.loader",
+        "make_loader",
+    ),
+    **_lazy.table(
+        "unseen.data.readers",
+        "ImageFolder", "ImageList", "TinyImageNetVal", "parse_image_list",
+    ),
+    **_lazy.table(
+        "unseen.data.svhn",
+        "SVHNMat",
+    ),
+    **_lazy.table(
+        "unseen.data.transforms",
+        "CenterCrop", "Compose", "Grayscale", "Normalize", "Resize", "ToRGB", "ToTensor",
+        "Transform", "cifar_test_transform", "imagenet_test_transform", "mnist_transform",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _lazy.load("unseen.data", _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(_LAZY)
+
+
+__all__ = sorted(_LAZY)

@@ -1,12 +1,13 @@
-"""Named benchmarks: ``registry`` holds the names; each module below registers its presets.
+"""Named benchmarks: ``registry`` holds the names; each module below registers its presets and
+loads when one of them is asked for.
 
 ``digits``: the embedded default. ``real``: cifar10 and mnist from the data bundle.
 ``tabular``: adbench (the bundle's 19 ADBench sets) and tabular (embedded, scikit-learn data).
 ``industrial``: mtd (Magnetic Tile Defects) and mvtec (the MVTec AD layout).
 """
 
-from unseen.benchmark.presets import digits, industrial, real, tabular  # noqa: F401  (registers them)
 from unseen.benchmark.presets.registry import (
+    MODULES,
     UnknownPresetError,
     describe_preset,
     get_preset,
@@ -16,6 +17,7 @@ from unseen.benchmark.presets.registry import (
 )
 
 __all__ = [
+    "MODULES",
     "UnknownPresetError",
     "describe_preset",
     "get_preset",

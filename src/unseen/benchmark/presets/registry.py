@@ -1,16 +1,34 @@
-"""Named benchmarks. ``register_preset(name)(factory)`` adds one; ``get_preset(name)`` builds it."""
+"""Named benchmarks. ``register_preset(name)(factory)`` adds one; ``get_preset(name)`` builds it.
+
+:data:`MODULES` names the module of every built-in preset, so listing presets imports nothing
+and building one imports only its module (the tabular presets never load torch). A test checks
+the table against what the modules register.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
-from unseen.benchmark.spec import BenchmarkSpec
+if TYPE_CHECKING:
+    from unseen.benchmark.protocols import TaskSpec
+    from unseen.benchmark.spec import BenchmarkSpec
 
-F = TypeVar("F", bound=Callable[..., BenchmarkSpec])
-_PRESETS: dict[str, Callable[..., BenchmarkSpec]] = {}
+#: what a preset builds: an OOD-detection BenchmarkSpec or another sub-task's TaskSpec
+Spec = Union["BenchmarkSpec", "TaskSpec"]
+F = TypeVar("F", bound=Callable[..., Spec])
+_PRESETS: dict[str, Callable[..., Spec]] = {}
+
+#: preset name -> module (under unseen.benchmark.presets) that registers it
+MODULES: dict[str, str] = {
+    "digits": "digits",
+    **dict.fromkeys(("cifar10", "mnist"), "real"),
+    **dict.fromkeys(("adbench", "tabular"), "tabular"),
+    **dict.fromkeys(("mtd", "mvtec"), "industrial"),
+}
 
 
 class UnknownPresetError(KeyError):
@@ -19,7 +37,7 @@ class UnknownPresetError(KeyError):
 
 
 def register_preset(name: str) -> Callable[[F], F]:
-    """Decorator: make ``factory(**options) -> BenchmarkSpec`` available as preset ``name``.
+    """Decorator: make ``factory(**options) -> BenchmarkSpec | TaskSpec`` preset ``name``.
 
     The factory's docstring's first line is the description ``unseen list presets`` shows; its
     keyword arguments are the options (``seed``, ``data_root``, ``model``, ...).
@@ -35,13 +53,15 @@ def register_preset(name: str) -> Callable[[F], F]:
 
 
 def preset_names() -> list[str]:
-    """Names of the registered presets, sorted."""
-    return sorted(_PRESETS)
+    """Names of the built-in and registered presets, sorted; imports nothing."""
+    return sorted(set(MODULES) | set(_PRESETS))
 
 
-def _factory(name: str) -> Callable[..., BenchmarkSpec]:
+def _factory(name: str) -> Callable[..., Spec]:
+    if name not in _PRESETS and name in MODULES:
+        importlib.import_module(f"unseen.benchmark.presets.{MODULES[name]}")
     if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=3)
+        close = difflib.get_close_matches(name, preset_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownPresetError(
             f"unknown preset {name!r}{hint} (registered: {', '.join(preset_names())})"
@@ -60,7 +80,7 @@ def preset_options(name: str) -> list[str]:
     return list(inspect.signature(_factory(name)).parameters)
 
 
-def get_preset(name: str, **options: Any) -> BenchmarkSpec:
+def get_preset(name: str, **options: Any) -> Spec:
     """Build preset ``name``. Options it does not take raise ``TypeError`` naming them."""
     factory = _factory(name)
     unknown = sorted(set(options) - set(preset_options(name)))

@@ -35,7 +35,8 @@ class IForest(TabularDetector):
 
     The trees are grown by scikit-learn (``max_features=1.0``, no bootstrap); the fitted state
     is their node arrays, concatenated: ``feature_``, ``threshold_``, ``left_``/``right_``
-    (global node ids; a leaf points to itself and has threshold +inf) and ``leaf_value_``
+    (global node ids; a leaf points to itself on both sides, so its threshold, 0, never matters;
+    every array stays finite, as a guard requires of a fitted state) and ``leaf_value_``
     (depth + c(n_leaf) − 1, as scikit-learn adds it), plus ``roots_``. Scoring walks all trees
     at once in numpy, comparing the features rounded to float32 as scikit-learn's trees do, and
     adds the trees in their order, so scores equal scikit-learn's bit for bit. Defaults as the
@@ -68,7 +69,7 @@ class IForest(TabularDetector):
             leaf = t.children_left < 0
             own = np.arange(t.node_count) + start
             parts["f"].append(np.where(leaf, 0, t.feature))
-            parts["t"].append(np.where(leaf, np.inf, t.threshold))
+            parts["t"].append(np.where(leaf, 0.0, t.threshold))
             parts["l"].append(np.where(leaf, own, t.children_left + start))
             parts["r"].append(np.where(leaf, own, t.children_right + start))
             parts["v"].append(t.compute_node_depths() + average_path_length(t.n_node_samples) - 1.0)
