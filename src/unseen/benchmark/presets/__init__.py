@@ -3,7 +3,7 @@
 ``digits``: the embedded default. ``real``: cifar10 and mnist from the data bundle.
 """
 
-from unseen.benchmark.presets import digits, real  # noqa: F401  (registers the presets)
+from unseen.benchmark.presets import digits, openset, real  # noqa: F401  (registers the presets)
 from unseen.benchmark.presets.registry import (
     UnknownPresetError,
     describe_preset,
