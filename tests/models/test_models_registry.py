@@ -12,6 +12,7 @@ import unseen.models as models
 ALL = {
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "mnist_convnet", "resnet18_32x32", "resnet50", "digits_cnn",
+    "wide_resnet50_2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
 }
 
 

