@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from unseen.benchmark.spec import BenchmarkSpec
 
-F = TypeVar("F", bound=Callable[..., BenchmarkSpec])
+F = TypeVar("F", bound=Callable[..., Any])  # a BenchmarkSpec or a protocols.TaskSpec
 _PRESETS: dict[str, Callable[..., BenchmarkSpec]] = {}
 
 

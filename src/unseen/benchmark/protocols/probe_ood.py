@@ -107,6 +107,7 @@ class ProbeOODSpec:
             timings[name] = time.perf_counter() - t0
             records.extend(recs)
         test = reps["id/test"]
+        assert test.logits is not None and test.labels is not None  # set by the head
         meta = {"seed": seed, "model": self.description, "head": head.describe(),
                 "sizes": {k: len(r) for k, r in reps.items()}, "extract_seconds": extract_seconds,
                 "wall_time_s": time.perf_counter() - start, "failures": failures, **self.meta}

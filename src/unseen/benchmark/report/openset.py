@@ -81,8 +81,9 @@ def _board(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], c
     head = "".join(f"<th>{_e(t)}</th>" for _, t in columns)
     body = []
     for r in rows:
-        cells = "".join(f"<td class='num' style='background:{_auroc_colour(r[k][0]) if k == 'auroc' else 'transparent'}'>"
-                        f"{_pm(r[k])}</td>" for k, _ in columns)
+        cells = "".join(
+            f"<td class='num' style='background:{_auroc_colour(r[k][0]) if k == 'auroc' else 'none'}'>"
+            f"{_pm(r[k])}</td>" for k, _ in columns)
         body.append(f"<tr><td class='det'>{_e(r['detector'])}</td>{cells}"
                     f"<td class='num'>{_seconds(r['seconds'])}</td></tr>")
     return (f"<h3>{_e(caption)}</h3><div class='scroll'><table class='board'><thead><tr><th>detector"
@@ -115,7 +116,8 @@ def _trials_facts(result: OpenSetResult) -> str:
         h = t["head"]
         rows.append(f"<tr><td class='num'>{t['trial']}</td><td class='hp'>{_e(names)}</td>"
                     f"<td class='num'>{100 * t['accuracy']:.2f}</td><td class='num'>{h['C']:g}</td>"
-                    f"<td class='num'>{100 * h['val_accuracy']:.2f}</td><td>{_e(json.dumps(t['sizes']))}</td></tr>")
+                    f"<td class='num'>{100 * h['val_accuracy']:.2f}</td>"
+                    f"<td>{_e(json.dumps(t['sizes']))}</td></tr>")
     return ("<h3>Trials</h3><div class='scroll'><table><thead><tr><th>trial</th><th>known classes"
             "</th><th>closed-set acc</th><th>head C</th><th>val acc</th><th>sizes</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
