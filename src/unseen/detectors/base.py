@@ -16,7 +16,7 @@ import inspect
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from unseen.representation import Representation
 #: What a detector may consume. ``head`` is the final linear layer (weight, bias); ``labels``
 #: are needed only by ``fit``; ``network`` means the model must run again on the inputs.
 INPUTS = frozenset({"logits", "features", "head", "labels", "network"})
+
+#: The arrays of a Representation that :meth:`Detector._array` hands out.
+ArrayName = Literal["features", "logits", "labels", "weight", "bias"]
 
 
 @dataclass(frozen=True)
@@ -208,16 +211,20 @@ class Detector:
         n = len(rep)
         if n == 0:
             raise ValueError(f"{self.name}.score got an empty representation")
-        if "features" in self.requires and rep.features.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"{self.name} was fitted on {self.n_features_in_}-dimensional features but got "
-                f"{rep.features.shape[1]}"
-            )
-        if "logits" in self.requires and rep.logits.shape[1] != self.n_classes_in_:
-            raise ValueError(
-                f"{self.name} was fitted on {self.n_classes_in_} classes but got logits with "
-                f"{rep.logits.shape[1]}"
-            )
+        if "features" in self.requires:
+            d = self._array(rep, "features").shape[1]
+            if d != self.n_features_in_:
+                raise ValueError(
+                    f"{self.name} was fitted on {self.n_features_in_}-dimensional features but "
+                    f"got {d}"
+                )
+        if "logits" in self.requires:
+            c = self._array(rep, "logits").shape[1]
+            if c != self.n_classes_in_:
+                raise ValueError(
+                    f"{self.name} was fitted on {self.n_classes_in_} classes but got logits "
+                    f"with {c}"
+                )
 
     def _chunks(self, rep: Representation) -> list[Representation]:
         """``rep`` itself, or row chunks of at most ``chunk_size`` rows for a row-wise detector."""
@@ -335,6 +342,25 @@ class Detector:
 
     def _score(self, rep: Representation) -> np.ndarray:
         raise NotImplementedError
+
+    def _array(self, rep: Representation | None, name: ArrayName) -> np.ndarray:
+        """``rep``'s array ``name``, which must be present.
+
+        ``fit`` and ``score`` check the inputs a detector declares (``requires``,
+        ``fit_requires``, ``needs_val``) before ``_fit`` and ``_score`` run, so for those this
+        only returns the array, typed as present; for an undeclared one that is absent (or no
+        ``rep`` at all) it raises the MissingInputError those checks would have raised.
+        """
+        if rep is None:
+            raise MissingInputError(
+                f"{self.name}.fit needs in-distribution validation data: call fit(train, val)"
+            )
+        arr: np.ndarray | None = getattr(rep, name)
+        if arr is None:
+            raise MissingInputError(
+                f"{self.name} needs {_DESCRIBE.get(name, name)}, which this Representation lacks"
+            )
+        return arr
 
     def _check_inputs(self, rep: Representation, needs: frozenset[str], where: str) -> None:
         if not isinstance(rep, Representation):
