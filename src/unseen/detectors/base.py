@@ -252,8 +252,8 @@ class Detector:
         it once.
         """
         self._check_scorable(rep)
-        results: list[np.ndarray | ValueError | None] = [self._refusal(p) for p in points]
-        valid = [i for i, refused in enumerate(results) if refused is None]
+        refusals = [self._refusal(p) for p in points]
+        valid = [i for i, refused in enumerate(refusals) if refused is None]
         held = self.get_params()
         # every point spelled out in full, so no point inherits another's values
         full = [{**{k: held[k] for k in self.score_params}, **points[i]} for i in valid]
@@ -264,14 +264,15 @@ class Detector:
                 vars(self).update(held)
         finally:
             vars(self).update(held)
+        scored: dict[int, np.ndarray | ValueError] = {}
         for j, i in enumerate(valid):
             parts = [chunk[j] for chunk in chunks]
             errors = [p for p in parts if isinstance(p, ValueError)]
             scores = [p for p in parts if not isinstance(p, ValueError)]
-            results[i] = errors[0] if errors else self._checked_scores(
+            scored[i] = errors[0] if errors else self._checked_scores(
                 np.concatenate(scores), len(rep), points[i]
             )
-        return results  # type: ignore[return-value]  # every entry is set above
+        return [scored[i] if refused is None else refused for i, refused in enumerate(refusals)]
 
     def _refusal(self, point: Mapping[str, Any]) -> ValueError | None:
         """Why the grid point ``point`` is refused (its constraint error), or None."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class NetworkSource:
             )
             data: Any = self.data[index]
         elif isinstance(self.data, Dataset):
-            picked = range(len(self.data))[rows] if isinstance(rows, slice) else rows  # type: ignore[arg-type]
+            picked = range(len(cast(Sized, self.data)))[rows] if isinstance(rows, slice) else rows
             data = Subset(self.data, [int(r) for r in picked])
         else:
             data = _PickedRows(self.data, self.batch_size, self._loader_kwargs, rows)
@@ -205,7 +205,7 @@ def auto_workers(data: Any, batch_size: int) -> int:
     if not isinstance(data, Dataset) or isinstance(data, TensorDataset | IterableDataset):
         return 0
     try:
-        many = len(data) > batch_size  # type: ignore[arg-type]
+        many = len(cast(Sized, data)) > batch_size
     except TypeError:
         return 0
     return min(2, os.cpu_count() or 1) if many else 0

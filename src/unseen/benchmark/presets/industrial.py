@@ -46,7 +46,7 @@ def _root(data_root: str | Path | None, preset: str) -> Path:
 
 
 # The registry is typed for BenchmarkSpec factories; a TaskSpec factory is what the CLI expects here.
-@register_preset("mtd")  # type: ignore[type-var]
+@register_preset("mtd")
 def mtd(data_root: str | Path | None = None, model: str | None = None) -> InspectionTask:
     """Magnetic Tile Defects: PatchCore, PaDiM, SPADE, DFM, Gaussian + pooled-feature detectors.
 
@@ -73,7 +73,7 @@ def mtd(data_root: str | Path | None = None, model: str | None = None) -> Inspec
     )
 
 
-@register_preset("mvtec")  # type: ignore[type-var]
+@register_preset("mvtec")
 def mvtec(
     data_root: str | Path | None = None, model: str | None = None, category: str | None = None
 ) -> InspectionTask:

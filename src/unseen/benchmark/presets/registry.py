@@ -7,10 +7,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from unseen.benchmark.protocols import TaskSpec
 from unseen.benchmark.spec import BenchmarkSpec
 
-F = TypeVar("F", bound=Callable[..., BenchmarkSpec])
-_PRESETS: dict[str, Callable[..., BenchmarkSpec]] = {}
+#: what a preset factory returns: an OpenOOD-protocol spec, or another sub-task's spec
+Spec = BenchmarkSpec | TaskSpec
+F = TypeVar("F", bound=Callable[..., Spec])
+_PRESETS: dict[str, Callable[..., Spec]] = {}
 
 
 class UnknownPresetError(KeyError):
@@ -39,7 +42,7 @@ def preset_names() -> list[str]:
     return sorted(_PRESETS)
 
 
-def _factory(name: str) -> Callable[..., BenchmarkSpec]:
+def _factory(name: str) -> Callable[..., Spec]:
     if name not in _PRESETS:
         close = difflib.get_close_matches(name, _PRESETS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -60,7 +63,7 @@ def preset_options(name: str) -> list[str]:
     return list(inspect.signature(_factory(name)).parameters)
 
 
-def get_preset(name: str, **options: Any) -> BenchmarkSpec:
+def get_preset(name: str, **options: Any) -> Spec:
     """Build preset ``name``. Options it does not take raise ``TypeError`` naming them."""
     factory = _factory(name)
     unknown = sorted(set(options) - set(preset_options(name)))

@@ -56,7 +56,7 @@ def adbench_root(data_root: str | os.PathLike[str] | None) -> Path:
     return root
 
 
-@register_preset("adbench")  # type: ignore[type-var]  # (the registry is typed for BenchmarkSpec)
+@register_preset("adbench")
 def adbench(data_root: str | os.PathLike[str] | None = None) -> TabularSpec:
     """ADBench Classical: 19 tabular sets, unsupervised AUROC/AUPR + conformal novelty thresholds."""
     root = adbench_root(data_root)
@@ -93,7 +93,7 @@ def embedded_tables() -> list[Table]:
     ]
 
 
-@register_preset("tabular")  # type: ignore[type-var]
+@register_preset("tabular")
 def tabular() -> TabularSpec:
     """Embedded tabular default: 3 outlier sets built from scikit-learn's bundled data, offline."""
     return TabularSpec(
