@@ -21,6 +21,7 @@ benchmark: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
 	$(BIN)/pytest -q
 
 clean:

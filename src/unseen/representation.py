@@ -207,7 +207,7 @@ class Representation:
             raise RepresentationError(f"arrays disagree on the number of samples: {detail}")
         if (self.weight is None) != (self.bias is None):
             raise RepresentationError("weight and bias must be given together (the classifier head)")
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:
             c, d = self.weight.shape
             if self.bias.shape != (c,):
                 raise RepresentationError(
@@ -320,6 +320,7 @@ class Representation:
             shape = tuple(info["shape"])
             if data_start + end > size or end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
                 raise RepresentationError(f"{path} is truncated or corrupt (array {name!r})")
+            arr: np.ndarray
             if mmap and end > begin:
                 arr = np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
             else:

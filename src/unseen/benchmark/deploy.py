@@ -71,10 +71,17 @@ def guard_from_preset(
     """
     from unseen import cache
     from unseen.benchmark.presets import get_preset, preset_options
+    from unseen.benchmark.spec import BenchmarkSpec
     from unseen.extraction import extract
 
     accepted = set(preset_options(preset))
     spec = get_preset(preset, **{k: v for k, v in (options or {}).items() if k in accepted})
+    if not isinstance(spec, BenchmarkSpec):
+        raise ValueError(
+            f"preset {preset!r} is not a classifier benchmark (it builds a "
+            f"{type(spec).__name__}): a guard deploys a preset with a classifier, such as "
+            "digits, mnist or cifar10"
+        )
     cache_path = cache.directory(None if cache_dir is None else Path(cache_dir))
     prepared = spec.model(cache_path)
 

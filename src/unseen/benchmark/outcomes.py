@@ -100,7 +100,7 @@ def save(cache_dir: Path, k: str, hparams: dict[str, Any], search: list[dict[str
          seconds: float, scores: dict[str, np.ndarray]) -> None:
     folder = cache_dir / "outcomes"
     with atomic_path(folder / f"{k}.npz") as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **scores)
+        np.savez(fh, allow_pickle=False, **scores)
     write_text(folder / f"{k}.json", json.dumps(
         {"hparams": hparams, "search": search, "seconds": seconds, "score_names": list(scores)}
     ))

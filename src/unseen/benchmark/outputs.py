@@ -25,7 +25,7 @@ def save_scores(result: BenchmarkResult, path: Path) -> Path:
         for name, s in by_set.items()
     }
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, allow_pickle=False, **arrays)
     return path
 
 

@@ -147,9 +147,10 @@ def print_leaderboard(result: BenchmarkResult, console: Console) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from unseen._io import atomic_dir
-    from unseen.benchmark import BenchmarkSpec, write_outputs
     from unseen.benchmark import run as run_benchmark
+    from unseen.benchmark import write_outputs
     from unseen.benchmark.outputs import check_output_dir
+    from unseen.benchmark.spec import BenchmarkSpec
 
     names = detector_names(args.detectors)
     spec = _spec(args)

@@ -26,7 +26,7 @@ def _size_pair(size: int | Sequence[int], who: str) -> tuple[int, int]:
     pair = (size, size) if isinstance(size, int) else tuple(size)
     if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
         raise ValueError(f"{who}: size must be a positive int or (height, width), got {size!r}")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 class Transform:

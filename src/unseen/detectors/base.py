@@ -16,7 +16,7 @@ import inspect
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from unseen.representation import Representation
 #: What a detector may consume. ``head`` is the final linear layer (weight, bias); ``labels``
 #: are needed only by ``fit``; ``network`` means the model must run again on the inputs.
 INPUTS = frozenset({"logits", "features", "head", "labels", "network"})
+
+#: The arrays of a Representation that :meth:`Detector._array` hands out.
+ArrayName = Literal["features", "logits", "labels", "weight", "bias"]
 
 
 @dataclass(frozen=True)
@@ -208,16 +211,20 @@ class Detector:
         n = len(rep)
         if n == 0:
             raise ValueError(f"{self.name}.score got an empty representation")
-        if "features" in self.requires and rep.features.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"{self.name} was fitted on {self.n_features_in_}-dimensional features but got "
-                f"{rep.features.shape[1]}"
-            )
-        if "logits" in self.requires and rep.logits.shape[1] != self.n_classes_in_:
-            raise ValueError(
-                f"{self.name} was fitted on {self.n_classes_in_} classes but got logits with "
-                f"{rep.logits.shape[1]}"
-            )
+        if "features" in self.requires:
+            d = self._array(rep, "features").shape[1]
+            if d != self.n_features_in_:
+                raise ValueError(
+                    f"{self.name} was fitted on {self.n_features_in_}-dimensional features but "
+                    f"got {d}"
+                )
+        if "logits" in self.requires:
+            c = self._array(rep, "logits").shape[1]
+            if c != self.n_classes_in_:
+                raise ValueError(
+                    f"{self.name} was fitted on {self.n_classes_in_} classes but got logits "
+                    f"with {c}"
+                )
 
     def _chunks(self, rep: Representation) -> list[Representation]:
         """``rep`` itself, or row chunks of at most ``chunk_size`` rows for a row-wise detector."""
@@ -245,8 +252,8 @@ class Detector:
         it once.
         """
         self._check_scorable(rep)
-        results: list[np.ndarray | ValueError | None] = [self._refusal(p) for p in points]
-        valid = [i for i, refused in enumerate(results) if refused is None]
+        refusals = [self._refusal(p) for p in points]
+        valid = [i for i, refused in enumerate(refusals) if refused is None]
         held = self.get_params()
         # every point spelled out in full, so no point inherits another's values
         full = [{**{k: held[k] for k in self.score_params}, **points[i]} for i in valid]
@@ -257,14 +264,15 @@ class Detector:
                 vars(self).update(held)
         finally:
             vars(self).update(held)
+        scored: dict[int, np.ndarray | ValueError] = {}
         for j, i in enumerate(valid):
             parts = [chunk[j] for chunk in chunks]
             errors = [p for p in parts if isinstance(p, ValueError)]
             scores = [p for p in parts if not isinstance(p, ValueError)]
-            results[i] = errors[0] if errors else self._checked_scores(
+            scored[i] = errors[0] if errors else self._checked_scores(
                 np.concatenate(scores), len(rep), points[i]
             )
-        return results  # type: ignore[return-value]  # every entry is set above
+        return [scored[i] if refused is None else refused for i, refused in enumerate(refusals)]
 
     def _refusal(self, point: Mapping[str, Any]) -> ValueError | None:
         """Why the grid point ``point`` is refused (its constraint error), or None."""
@@ -335,6 +343,25 @@ class Detector:
 
     def _score(self, rep: Representation) -> np.ndarray:
         raise NotImplementedError
+
+    def _array(self, rep: Representation | None, name: ArrayName) -> np.ndarray:
+        """``rep``'s array ``name``, which must be present.
+
+        ``fit`` and ``score`` check the inputs a detector declares (``requires``,
+        ``fit_requires``, ``needs_val``) before ``_fit`` and ``_score`` run, so for those this
+        only returns the array, typed as present; for an undeclared one that is absent (or no
+        ``rep`` at all) it raises the MissingInputError those checks would have raised.
+        """
+        if rep is None:
+            raise MissingInputError(
+                f"{self.name}.fit needs in-distribution validation data: call fit(train, val)"
+            )
+        arr: np.ndarray | None = getattr(rep, name)
+        if arr is None:
+            raise MissingInputError(
+                f"{self.name} needs {_DESCRIBE.get(name, name)}, which this Representation lacks"
+            )
+        return arr
 
     def _check_inputs(self, rep: Representation, needs: frozenset[str], where: str) -> None:
         if not isinstance(rep, Representation):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -83,17 +83,24 @@ class Mahalanobis(Detector):
         return np.asarray(features, dtype=np.float64)
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        x = self._features(train.features)
-        self.means_, self.classes_ = class_means(x, train.labels)
-        centred = x - self.means_[np.searchsorted(self.classes_, train.labels)]
+        x, labels = self._features(self._array(train, "features")), self._array(train, "labels")
+        self.means_, self.classes_ = class_means(x, labels)
+        centred = x - self.means_[np.searchsorted(self.classes_, labels)]
         self.whitening_ = whitening(centred)
         self.white_means_ = self.means_ @ self.whitening_
 
     def _score(self, rep: Representation) -> np.ndarray:
-        return min_sq_distance(self._features(rep.features) @ self.whitening_, self.white_means_)
+        x = self._features(self._array(rep, "features"))
+        return min_sq_distance(x @ self.whitening_, self.white_means_)
 
 
-def flat_index(det: Detector, kind: str) -> faiss.Index:
+class _BankOwner(Protocol):
+    """A fitted detector that searches its bank of training rows (knn, nnguide)."""
+
+    bank_: np.ndarray
+
+
+def flat_index(det: _BankOwner, kind: str) -> faiss.Index:
     """An exact faiss index over ``det.bank_``, built on first use and kept in ``det._faiss``.
 
     ``kind`` names the faiss index class (``"IndexFlatL2"``). The fitted state stays a plain
@@ -106,7 +113,7 @@ def flat_index(det: Detector, kind: str) -> faiss.Index:
     if cached is None or cached[0] is not det.bank_:
         index = getattr(faiss, kind)(det.bank_.shape[1])
         index.add(np.ascontiguousarray(det.bank_, dtype=np.float32))
-        det._faiss = cached = (det.bank_, index)
+        det.__dict__["_faiss"] = cached = (det.bank_, index)
     return cached[1]
 
 
@@ -155,7 +162,7 @@ class KNN(Detector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         self._check_k(len(train))
-        self.bank_ = l2_normalise(train.features)
+        self.bank_ = l2_normalise(self._array(train, "features"))
 
     def _check_k(self, n_train: int) -> None:
         if not (isinstance(self.k, int | np.integer) and 1 <= self.k <= n_train):
@@ -166,7 +173,7 @@ class KNN(Detector):
     def _score(self, rep: Representation) -> np.ndarray:
         self._check_k(self.bank_.shape[0])
         k = int(self.k)
-        return self._kth(self._search(l2_normalise(rep.features), k), k)
+        return self._kth(self._search(l2_normalise(self._array(rep, "features")), k), k)
 
     @staticmethod
     def _kth(sq_distances: np.ndarray, k: int) -> np.ndarray:
@@ -183,7 +190,7 @@ class KNN(Detector):
                 ks.append(int(self.k))
             except ValueError as exc:
                 ks.append(exc)
-        queries = l2_normalise(rep.features)
+        queries = l2_normalise(self._array(rep, "features"))
         # faiss has its own kernel for k = 1, whose distances may differ in the last bits from
         # the heap search's: k = 1 gets its own search, every larger k shares the widest.
         wider = [k for k in ks if isinstance(k, int) and k > 1]
@@ -247,12 +254,13 @@ class RMDS(Mahalanobis):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         super()._fit(train, val)
-        x = self._features(train.features)
+        x = self._features(self._array(train, "features"))
         self.global_mean_ = x.mean(axis=0)
         self.global_whitening_ = whitening(x - self.global_mean_)
 
     def _score(self, rep: Representation) -> np.ndarray:
-        background = ((self._features(rep.features) - self.global_mean_) @ self.global_whitening_)
+        x = self._features(self._array(rep, "features"))
+        background = (x - self.global_mean_) @ self.global_whitening_
         return super()._score(rep) - (background**2).sum(axis=1)
 
 
@@ -304,23 +312,23 @@ class SHE(Detector):
     fit_requires = frozenset({"labels"})
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        labels = train.labels
-        correct = train.logits.argmax(axis=1) == labels
-        n_classes = train.logits.shape[1]
+        labels, logits = self._array(train, "labels"), self._array(train, "logits")
+        correct = logits.argmax(axis=1) == labels
+        n_classes = logits.shape[1]
         missing = [c for c in range(n_classes) if not np.any(correct & (labels == c))]
         if missing:
             raise ValueError(
                 f"she needs at least one correctly classified training sample per class; classes "
                 f"{missing[:10]} have none"
             )
-        x = np.asarray(train.features, dtype=np.float64)
+        x = np.asarray(self._array(train, "features"), dtype=np.float64)
         self.patterns_ = np.stack(
             [x[correct & (labels == c)].mean(axis=0) for c in range(n_classes)]
         )
 
     def _score(self, rep: Representation) -> np.ndarray:
-        pattern = self.patterns_[rep.logits.argmax(axis=1)]
-        return -(np.asarray(rep.features, dtype=np.float64) * pattern).sum(axis=1)
+        pattern = self.patterns_[self._array(rep, "logits").argmax(axis=1)]
+        return -(np.asarray(self._array(rep, "features"), dtype=np.float64) * pattern).sum(axis=1)
 
 
 @register
@@ -376,8 +384,9 @@ class NNGuide(Detector):
         n = len(train)
         size = self._bank_size(n, self.alpha)
         idx = np.sort(np.random.default_rng(self.seed).choice(n, size, replace=False))
-        confidence = logsumexp(train.logits[idx])
-        self.bank_ = (l2_normalise(train.features[idx]) * confidence[:, None]).astype(np.float32)
+        confidence = logsumexp(self._array(train, "logits")[idx])
+        bank = l2_normalise(self._array(train, "features")[idx]) * confidence[:, None]
+        self.bank_ = bank.astype(np.float32)
         self._check_k(size)
 
     def _check_k(self, bank_size: int) -> None:
@@ -388,9 +397,10 @@ class NNGuide(Detector):
 
     def _score(self, rep: Representation) -> np.ndarray:
         self._check_k(self.bank_.shape[0])
-        sims, _ = flat_index(self, "IndexFlatIP").search(l2_normalise(rep.features), int(self.k))
+        queries = l2_normalise(self._array(rep, "features"))
+        sims, _ = flat_index(self, "IndexFlatIP").search(queries, int(self.k))
         guidance = sims.astype(np.float64).mean(axis=1)
-        return -guidance * logsumexp(rep.logits)
+        return -guidance * logsumexp(self._array(rep, "logits"))
 
 
 @dataclass(frozen=True)
@@ -475,8 +485,8 @@ class Relation(Detector):
         self.threshold = threshold
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        self.bank_features_ = l2_normalise(train.features, dtype=np.float64)
-        self.bank_probs_ = softmax(train.logits)
+        self.bank_features_ = l2_normalise(self._array(train, "features"), dtype=np.float64)
+        self.bank_probs_ = softmax(self._array(train, "logits"))
 
     def _bank(self) -> _RelationBank:
         cached = self.__dict__.get("_relation_bank")
@@ -514,8 +524,8 @@ class Relation(Detector):
 
     def _degrees(self, rep: Representation, bank: _RelationBank, exponents: list[float]) -> np.ndarray:
         """Σ_j [k(x, x_j) > τ] · k(x, x_j)^e for each exponent e (rows) and sample x (columns)."""
-        u = l2_normalise(rep.features, dtype=np.float64)
-        p = softmax(rep.logits)
+        u = l2_normalise(self._array(rep, "features"), dtype=np.float64)
+        p = softmax(self._array(rep, "logits"))
         n, size, threshold = len(p), int(np.diff(bank.starts).max()), self.threshold
         active = p @ bank.block_max.T * (1.0 + self._BOUND_SLACK) > threshold
 

@@ -33,7 +33,7 @@ class MSP(Detector):
     requires = frozenset({"logits"})
 
     def _score(self, rep: Representation) -> np.ndarray:
-        return -softmax(rep.logits).max(axis=1)
+        return -softmax(self._array(rep, "logits")).max(axis=1)
 
 
 @register
@@ -83,7 +83,7 @@ class Energy(Detector):
         self.temperature = temperature
 
     def _score(self, rep: Representation) -> np.ndarray:
-        return -logsumexp(rep.logits, self.temperature)
+        return -logsumexp(self._array(rep, "logits"), self.temperature)
 
 
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -127,13 +127,12 @@ class TempScale(Detector):
     log_t_bounds: ClassVar[tuple[float, float]] = (float(np.log(1e-2)), float(np.log(1e2)))
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        assert val is not None and val.labels is not None  # needs_val, fit_requires
-        labels = val.labels
-        if val.logits.shape[1] < 2:
+        logits, labels = self._array(val, "logits"), self._array(val, "labels")
+        if logits.shape[1] < 2:
             raise NotApplicableError("tempscale needs at least 2 classes")
 
         def nll(log_t: float) -> float:
-            return _nll(val.logits, labels, float(np.exp(log_t)))
+            return _nll(logits, labels, float(np.exp(log_t)))
 
         lo, hi = self.log_t_bounds
         res = optimize.minimize_scalar(
@@ -152,7 +151,7 @@ class TempScale(Detector):
         self.temperature_ = float(np.exp(log_t))
 
     def _score(self, rep: Representation) -> np.ndarray:
-        return -softmax(rep.logits, self.temperature_).max(axis=1)
+        return -softmax(self._array(rep, "logits"), self.temperature_).max(axis=1)
 
 
 @register
@@ -195,7 +194,7 @@ class GEN(Detector):
         return {"gamma": list(cls.grid["gamma"]), "M": sorted({min(m, c) for m in cls.grid["M"]})}
 
     def _score(self, rep: Representation) -> np.ndarray:
-        p = softmax(rep.logits)
+        p = softmax(self._array(rep, "logits"))
         m = min(int(self.M), p.shape[1])
         top = -np.partition(-p, m - 1, axis=1)[:, :m]
         return (top**self.gamma * (1.0 - top) ** self.gamma).sum(axis=1)
@@ -225,13 +224,13 @@ class KLMatching(Detector):
     needs_val = True
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        p = softmax(val.logits)
+        p = softmax(self._array(val, "logits"))
         pred = p.argmax(axis=1)
         self.classes_ = np.unique(pred)
         self.templates_ = np.stack([p[pred == c].mean(axis=0) for c in self.classes_])
 
     def _score(self, rep: Representation) -> np.ndarray:
-        p = softmax(rep.logits)
+        p = softmax(self._array(rep, "logits"))
         d = self.templates_
         # KL(p ‖ d) = Σ p log p − Σ p log d, with 0 log 0 = 0; a template entry that is exactly
         # zero where p > 0 makes that KL infinite.

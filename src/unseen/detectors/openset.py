@@ -152,9 +152,9 @@ class OpenMax(Detector):
         return grid
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
-        self._check_alpha(train.logits.shape[1])
-        logits = np.asarray(train.logits, dtype=np.float64)
-        labels = train.labels
+        logits = np.asarray(self._array(train, "logits"), dtype=np.float64)
+        labels = self._array(train, "labels")
+        self._check_alpha(logits.shape[1])
         n_classes = logits.shape[1]
         counts = _correct_per_class(logits, labels, n_classes)
         if counts.min() < self.tailsize:

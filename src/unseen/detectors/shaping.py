@@ -141,8 +141,10 @@ class _PerSampleShaping(_ShapedEnergy):
     @classmethod
     def search_space(cls, train: Representation) -> dict[str, list[Any]]:
         # Drop percentiles that would prune every unit of a narrow feature vector.
-        d = train.features.shape[1]
         space = dict(cls.grid)
+        if train.features is None:  # fit will refuse it: it requires features
+            return space
+        d = train.features.shape[1]
         space["percentile"] = [p for p in cls.grid["percentile"] if _kept_count(d, p) >= 1]
         return space
 

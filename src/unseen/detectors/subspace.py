@@ -52,6 +52,8 @@ class _Subspace(Detector):
 
     @classmethod
     def search_space(cls, train: Representation) -> dict[str, list[Any]]:
+        if train.features is None:  # fit will refuse it: it requires features
+            return dict(cls.grid)
         d = train.features.shape[1]
         dims = [k for k in cls.grid["dim"] if k < d]
         return {"dim": dims or [default_dim(d)]}
@@ -148,4 +150,4 @@ class Residual(_Subspace):
     name = "residual"
 
     def _score(self, rep: Representation) -> np.ndarray:
-        return self._residual_norm(rep.features)
+        return self._residual_norm(self._array(rep, "features"))

@@ -143,6 +143,8 @@ class WeiPer(Detector):
     chunk_size = 2048
     _EPS = 0.01
     _EPS_PERTURBED = 0.025
+    #: (weight_, perturbed weight, perturbed bias), derived from the fitted state on first use
+    _perturbed: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
     def __init__(
         self,
@@ -200,9 +202,10 @@ class WeiPer(Detector):
         w_tilde, b_tilde = self._perturbed_head()
         self.perturbation_checksum_ = float(w_tilde.sum())
         chunks = self._row_chunks(train)
+        train_features = self._array(train, "features")
 
         def features(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-            x = np.asarray(train.features[rows], np.float64)
+            x = np.asarray(train_features[rows], np.float64)
             return x, x @ w_tilde.T + b_tilde
 
         def extremes(rows: slice) -> list[float]:
@@ -222,8 +225,8 @@ class WeiPer(Detector):
             return _bin_counts(x, lo, hi, self.n_bins), _bin_counts(z, lo_p, hi_p, self.n_bins)
 
         # Integer counts: their total does not depend on how the rows were chunked.
-        total, total_p = (sum(c) for c in zip(*map_threads(counts, chunks), strict=True))
-        self.feature_density_ = total / train.features.shape[1] / len(train)
+        total, total_p = (np.sum(c, axis=0) for c in zip(*map_threads(counts, chunks), strict=True))
+        self.feature_density_ = total / train_features.shape[1] / len(train)
         self.perturbed_density_ = total_p / len(b_tilde) / len(train)
 
     def _sample_terms(self, rep: Representation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,13 +236,15 @@ class WeiPer(Detector):
         None of them depends on the score-only hyperparameters (see :meth:`_score_grid`).
         """
         w_tilde, b_tilde = self._perturbed_head()
-        features = np.asarray(rep.features, dtype=np.float64)
+        features = np.asarray(self._array(rep, "features"), dtype=np.float64)
+        lo, hi = self.feature_range_
+        lo_p, hi_p = self.perturbed_range_
 
         def terms(rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             x = features[rows]
             z = x @ w_tilde.T + b_tilde
-            density = _histograms(x, *self.feature_range_, self.n_bins)
-            density_p = _histograms(z, *self.perturbed_range_, self.n_bins)
+            density = _histograms(x, lo, hi, self.n_bins)
+            density_p = _histograms(z, lo_p, hi_p, self.n_bins)
             # The largest softmax probability is exp(0) / Σ exp(z − max z) = 1 / Σ exp(z − max z).
             heads = z.reshape(len(x), self.n_repeats, self.weight_.shape[0])
             heads -= heads.max(axis=2, keepdims=True)

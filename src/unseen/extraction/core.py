@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from unseen import cache as cache_mod
 from unseen.extraction import hooks as hooks_mod
 from unseen.extraction.hooks import module_named
 from unseen.extraction.runners import ExtractionJob, LocalRunner, Reducer, Runner
-from unseen.representation import Hook, Representation
+from unseen.representation import Hook, Representation, RepresentationError
 
 
 class HeadMismatchError(RuntimeError):
@@ -60,7 +60,7 @@ class NetworkSource:
             )
             data: Any = self.data[index]
         elif isinstance(self.data, Dataset):
-            picked = range(len(self.data))[rows] if isinstance(rows, slice) else rows  # type: ignore[arg-type]
+            picked = range(len(cast(Sized, self.data)))[rows] if isinstance(rows, slice) else rows
             data = Subset(self.data, [int(r) for r in picked])
         else:
             data = _PickedRows(self.data, self.batch_size, self._loader_kwargs, rows)
@@ -188,7 +188,8 @@ def _dataset_identity(data: Any) -> str | None:
     ident = getattr(target, "identity", None)
     if callable(ident):
         transform = getattr(target, "transform", None)
-        described = transform.describe() if hasattr(transform, "describe") else repr(transform)
+        describe = getattr(transform, "describe", None)
+        described = repr(transform) if describe is None else describe()
         return f"{ident()}|transform={described}"
     if isinstance(target, torch.Tensor):
         return "tensor:" + cache_mod.hash_arrays([target.detach().cpu().numpy()])
@@ -204,7 +205,7 @@ def auto_workers(data: Any, batch_size: int) -> int:
     if not isinstance(data, Dataset) or isinstance(data, TensorDataset | IterableDataset):
         return 0
     try:
-        many = len(data) > batch_size  # type: ignore[arg-type]
+        many = len(cast(Sized, data)) > batch_size
     except TypeError:
         return 0
     return min(2, os.cpu_count() or 1) if many else 0
@@ -397,14 +398,20 @@ def _run(
 
 def check_head_consistency(rep: Representation, rtol: float = 1e-4) -> None:
     """Raise :class:`HeadMismatchError` unless features @ Wᵀ + b reproduces the logits."""
-    if rep.features.shape[1] != rep.weight.shape[1]:
+    features, logits, weight = rep.features, rep.logits, rep.weight
+    if features is None or logits is None or weight is None:
+        raise RepresentationError(
+            "check_head_consistency needs features, logits and the classifier head (weight, "
+            "bias), and this Representation lacks at least one of them"
+        )
+    if features.shape[1] != weight.shape[1]:
         raise HeadMismatchError(
-            f"features have dimension {rep.features.shape[1]} but the head expects "
-            f"{rep.weight.shape[1]}: the feature hook is on the wrong layer"
+            f"features have dimension {features.shape[1]} but the head expects "
+            f"{weight.shape[1]}: the feature hook is on the wrong layer"
         )
     recon = rep.head_logits().astype(np.float64)
-    err = np.abs(recon - rep.logits).max()
-    scale = max(1.0, float(np.abs(rep.logits).max()))
+    err = np.abs(recon - logits).max()
+    scale = max(1.0, float(np.abs(logits).max()))
     if err > rtol * scale:
         raise HeadMismatchError(
             f"features @ weight.T + bias differs from the logits by up to {err:.3g} "

@@ -25,9 +25,9 @@ pools: ``max_restarts=-1``, ``max_task_retries=-1``), so a killed worker costs t
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ class RayRunner:
                 f"the Ray runner needs a map-style Dataset or a tensor to shard, got "
                 f"{type(data).__name__}; pass the Dataset instead of a DataLoader or iterable"
             )
-        n = len(data)  # type: ignore[arg-type]
+        n = len(cast(Sized, data))  # map-style Datasets define __len__; torch does not declare it
         if n == 0:
             raise ValueError("the data is empty: extraction produced no samples")
         ray = self.connect()

@@ -28,8 +28,8 @@ class TfidfSvdEncoder:
         self.min_df = min_df
 
     def fit(self, texts: Sequence[str]) -> TfidfSvdEncoder:
-        from sklearn.decomposition import TruncatedSVD  # type: ignore[import-untyped]
-        from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
 
         if len(texts) <= self.n_components:
             raise ValueError(f"TfidfSvdEncoder needs more than n_components={self.n_components} "
@@ -42,7 +42,7 @@ class TfidfSvdEncoder:
         return self
 
     def _stack(self, texts: Sequence[str], fit: bool = False) -> Any:
-        from scipy.sparse import hstack  # type: ignore[import-untyped]
+        from scipy.sparse import hstack
 
         if fit:
             return hstack([self.word_.fit_transform(texts), self.char_.fit_transform(texts)]).tocsr()

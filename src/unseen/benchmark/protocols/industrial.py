@@ -196,7 +196,7 @@ class Truth:
         )
 
     def size(self, position: int) -> tuple[int, int]:
-        return self.masks[position].shape  # type: ignore[return-value]
+        return self.masks[position].shape
 
 
 @dataclass

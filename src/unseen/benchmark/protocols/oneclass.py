@@ -172,7 +172,7 @@ class OneClassResult:
         if self.test_labels is not None:
             arrays["test_labels"] = self.test_labels
         with atomic_path(out / "scores.npz") as tmp, tmp.open("wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            np.savez(fh, allow_pickle=False, **arrays)
         files = {n: out / n for n in ("results.json", "results.csv", "scores.npz")}
         files["report.html"] = write_oneclass_report(self, out)
         return files

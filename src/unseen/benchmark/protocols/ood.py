@@ -26,9 +26,9 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -66,6 +66,13 @@ def _is_invalid_hparam(exc: Exception) -> bool:
     )
 
 
+def _id_accuracy(rep: Representation) -> float | None:
+    """The classifier's closed-set accuracy on ``rep``; None when ``rep`` has no labels."""
+    if rep.labels is None or rep.logits is None:
+        return None
+    return unseen.metrics.id_accuracy(rep.logits, rep.labels)
+
+
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -84,11 +91,13 @@ def _grid_aurocs(
         return [exc] * len(points)
     out: list[float | ValueError] = []
     for id_scores, ood_scores in zip(on_val, on_ood, strict=True):
-        error = next((s for s in (id_scores, ood_scores) if isinstance(s, ValueError)), None)
-        if error is not None and not _is_invalid_hparam(error):
+        if isinstance(id_scores, np.ndarray) and isinstance(ood_scores, np.ndarray):
+            out.append(unseen.metrics.evaluate(id_scores, ood_scores)["auroc"])
+            continue
+        error = next(s for s in (id_scores, ood_scores) if isinstance(s, ValueError))
+        if not _is_invalid_hparam(error):
             raise error
-        out.append(error if error is not None else
-                   unseen.metrics.evaluate(id_scores, ood_scores)["auroc"])
+        out.append(error)
     return out
 
 
@@ -226,7 +235,7 @@ def extract_all(
     with _progress(console, progress) as bar:
         task = bar.add_task("extract", total=len(splits))
         for name, ds in splits.items():
-            bar.update(task, description=f"extract {name} ({len(ds)})")
+            bar.update(task, description=f"extract {name} ({len(cast(Sized, ds))})")
             reps[name] = unseen.extract(
                 prepared.model,
                 ds,
@@ -348,19 +357,14 @@ def run(
         "wall_time_s": time.perf_counter() - start,
         "failures": failures,
         "restored": restored,
-        "csid_accuracy": {
-            n: unseen.metrics.id_accuracy(reps[f"csid/{n}"].logits, reps[f"csid/{n}"].labels)
-            for n in spec.csid
-        },
+        "csid_accuracy": {n: _id_accuracy(reps[f"csid/{n}"]) for n in spec.csid},
         "unseen_version": unseen.__version__,
         "torch_version": torch.__version__,
         **spec.meta,
     }
     return BenchmarkResult(
         preset=spec.name,
-        id_accuracy=None
-        if test.labels is None
-        else unseen.metrics.id_accuracy(test.logits, test.labels),
+        id_accuracy=_id_accuracy(test),
         records=records,
         groups=spec.groups,
         scores=scores,

@@ -334,7 +334,7 @@ class OpenSetResult:
         arrays = {f"{d}/{k}": v for d, by in self.scores.items() for k, v in by.items()}
         arrays.update({f"correct/{t}": v for t, v in self.correct.items()})
         with atomic_path(out / "scores.npz") as tmp, tmp.open("wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            np.savez(fh, allow_pickle=False, **arrays)
         files = {n: out / n for n in ("results.json", "results.csv", "scores.npz")}
         files["report.html"] = write_openset_report(self, out)
         return files

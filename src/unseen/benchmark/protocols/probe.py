@@ -157,7 +157,7 @@ class LinearHead:
     max_iter: int = MAX_ITER
 
     def fit(self, train: FeatureTable, val: FeatureTable | None = None) -> LinearHead:
-        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+        from sklearn.linear_model import LogisticRegression
 
         x = train.features.astype(np.float64)
         self.mean_ = x.mean(axis=0)

@@ -135,8 +135,9 @@ class Gram(NetworkDetector):
     def _class_ranges(self, train: Representation) -> None:
         """Per layer, the (classes, P, C) minimum and maximum of each Gram feature over the
         training rows predicted as each class."""
-        pred = np.asarray(train.logits).argmax(axis=1)
-        n_classes = train.logits.shape[1]
+        logits = self._array(train, "logits")
+        pred = np.asarray(logits).argmax(axis=1)
+        n_classes = logits.shape[1]
         self.mins_: list[np.ndarray] = []
         self.maxs_: list[np.ndarray] = []
         for rows, feats in self._batches(train, self.powers_):
@@ -162,8 +163,9 @@ class Gram(NetworkDetector):
                     "gram found no direct child of the model that outputs a feature map; name "
                     "the layers with layers=[...]"
                 )
-        pred = np.asarray(train.logits).argmax(axis=1)
-        n_classes = train.logits.shape[1]
+        logits = self._array(train, "logits")
+        pred = np.asarray(logits).argmax(axis=1)
+        n_classes = logits.shape[1]
         missing = [c for c in range(n_classes) if not np.any(pred == c)]
         if missing:
             raise ValueError(

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unseen.detectors.base import Paper
+from unseen.detectors.base import MissingInputError, Paper
 from unseen.detectors.network._common import (
     NetworkDetector,
     autograd,
@@ -133,7 +133,16 @@ class NAC(NetworkDetector):
 
     def _fit(self, train: Representation, val: Representation | None) -> None:
         if self.fit_size is not None and len(train) > self.fit_size:
-            classes = train.labels if train.labels is not None else train.logits.argmax(axis=1)
+            if train.labels is not None:
+                classes = train.labels
+            elif train.logits is not None:
+                classes = train.logits.argmax(axis=1)
+            else:
+                raise MissingInputError(
+                    f"nac.fit draws a class-balanced subset of fit_size={self.fit_size} rows from "
+                    "labels or logits, and this Representation has neither: give one, or set "
+                    "fit_size=None to fit on every row"
+                )
             train = train.subset(balanced_rows(np.asarray(classes), int(self.fit_size)))
         edges = nac_edges(int(self.M))
         self.counts_ = []

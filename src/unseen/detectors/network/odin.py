@@ -67,7 +67,7 @@ class ODIN(NetworkDetector):
     def _score(self, rep: Representation) -> np.ndarray:
         t = float(self.temperature)
         if self.epsilon == 0:
-            return -softmax(rep.logits, t).max(axis=1)
+            return -softmax(self._array(rep, "logits"), t).max(axis=1)
         src = source(rep)
         model, std = src.model, src.input_std
         scores = []

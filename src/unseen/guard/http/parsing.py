@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import numpy as np
@@ -18,6 +18,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from unseen.guard.http.admission import Ticket
 from unseen.guard.http.limits import ClientGone, Limits, RequestError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Text fields may ride along with the files (a note, a client id); beyond this many parts the
@@ -172,7 +175,7 @@ class _Parts:
         self._headers: dict[bytes, bytes] = {}
         self._data: list[bytes] = []
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin,
             "on_header_field": lambda d, s, e: self._add_field(d[s:e]),
@@ -215,7 +218,7 @@ def multipart_uploads(body: bytes, content_type: str, limits: Limits) -> list[Up
         raise RequestError(400, "invalid multipart body: the Content-Type has no boundary")
     parts = _Parts(limits)
     try:
-        parser = MultipartParser(boundary, parts.callbacks())  # type: ignore[arg-type]
+        parser = MultipartParser(boundary, parts.callbacks())
         parser.write(body)
         parser.finalize()
     except MultipartParseError as exc:
