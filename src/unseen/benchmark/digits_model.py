@@ -3,7 +3,8 @@
 Training takes a few seconds. The weights are cached as safetensors under
 ``<cache>/models/`` keyed by a hash of the training recipe (architecture version, optimiser
 settings, seed, a hash of the training data and the torch version), so a second run loads them
-instead of training again.
+instead of training again. The file is sealed with its digest (:func:`unseen.cache.write_entry`);
+a damaged or unreadable one is deleted with a warning and the model trained again.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unseen._io import atomic_path
-from unseen.cache import hash_arrays
+from unseen.cache import hash_arrays, read_entry, write_entry
 from unseen.data.digits import ArrayImages
 from unseen.models.digits_cnn import DigitsCNN
 
@@ -81,12 +83,22 @@ def trained_model(
     """The trained CNN: loaded from ``cache_dir`` when present, else trained (and cached)."""
     if cache_dir is None:
         return train(data, num_classes, seed)
-    path = Path(cache_dir) / "models" / f"digits-cnn-{recipe_key(data, num_classes, seed)}.safetensors"
-    if path.is_file():
+    cache_dir = Path(cache_dir)
+    path = cache_dir / "models" / f"digits-cnn-{recipe_key(data, num_classes, seed)}.safetensors"
+
+    def read(p: Path) -> DigitsCNN:
         model = DigitsCNN(num_classes)
-        model.load_state_dict(load_file(path), strict=True)
+        model.load_state_dict(load_file(p), strict=True)  # RuntimeError on missing/odd tensors
         return model.eval()
+
+    cached = read_entry(cache_dir, path, read, (SafetensorError, RuntimeError))
+    if cached is not None:
+        return cached
     model = train(data, num_classes, seed)
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+    def write(p: Path) -> None:
+        with atomic_path(p) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+    write_entry(cache_dir, path, write)
     return model

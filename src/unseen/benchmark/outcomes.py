@@ -7,7 +7,10 @@ representations, the detector's code (its own module and the shared helper modul
 :func:`code_files`) and grid, and the seed, so it is stored under a key made of exactly those
 and restored on the next run; the cache-based detectors are always scored afresh. An entry is
 two files under ``<cache>/outcomes/``: ``<key>.npz`` (scores, written first) and
-``<key>.json`` (the rest, written last, so its presence marks a complete entry).
+``<key>.json`` (the rest, written last, so its presence marks a complete entry). Both are sealed
+with their digests (:func:`unseen.cache.write_entry`); a damaged entry (bytes that do not match,
+an unreadable archive, a directory in the way) counts as a miss: it is deleted with a warning
+that names the file, and the outcome is computed again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 import unseen
 from unseen._io import atomic_path, write_text
+from unseen.cache import discard, read_entry, write_entry
 from unseen.detectors.base import Detector
 from unseen.representation import Representation
 
@@ -86,21 +90,42 @@ def key(cls: type[Detector], reps: dict[str, Representation], seed: int) -> str 
 def load(cache_dir: Path, k: str) -> dict[str, Any] | None:
     """The stored outcome (``hparams``, ``search``, ``seconds``, ``scores``), or None on a miss
     (a damaged entry counts as one)."""
+    cache_dir = Path(cache_dir)
     meta_path, scores_path = cache_dir / "outcomes" / f"{k}.json", cache_dir / "outcomes" / f"{k}.npz"
-    try:
-        outcome = json.loads(meta_path.read_text(encoding="utf-8"))
-        with np.load(scores_path, allow_pickle=False) as data:
-            outcome["scores"] = {name: data[name] for name in outcome["score_names"]}
-    except (OSError, ValueError, KeyError):
+    outcome = read_entry(cache_dir, meta_path, _read_meta)
+    if outcome is None:
         return None
+
+    names: list[str] = outcome["score_names"]
+
+    def read_scores(p: Path) -> dict[str, np.ndarray]:
+        with np.load(p, allow_pickle=False) as data:  # a bad member CRC raises on access
+            return {name: data[name] for name in names}
+
+    scores = read_entry(cache_dir, scores_path, read_scores)
+    if scores is None:  # the entry is the pair: without its scores the rest goes too
+        discard(cache_dir, meta_path, f"has lost its scores file {scores_path.name}")
+        return None
+    outcome["scores"] = scores
+    return outcome
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    outcome = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(outcome, dict) or not isinstance(outcome.get("score_names"), list):
+        raise ValueError("not an outcome record (no score_names list)")
     return outcome
 
 
 def save(cache_dir: Path, k: str, hparams: dict[str, Any], search: list[dict[str, Any]],
          seconds: float, scores: dict[str, np.ndarray]) -> None:
+    cache_dir = Path(cache_dir)
     folder = cache_dir / "outcomes"
-    with atomic_path(folder / f"{k}.npz") as tmp, tmp.open("wb") as fh:
-        np.savez(fh, allow_pickle=False, **scores)
-    write_text(folder / f"{k}.json", json.dumps(
-        {"hparams": hparams, "search": search, "seconds": seconds, "score_names": list(scores)}
-    ))
+
+    def write_scores(p: Path) -> None:
+        with atomic_path(p) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, allow_pickle=False, **scores)
+
+    write_entry(cache_dir, folder / f"{k}.npz", write_scores)
+    record = {"hparams": hparams, "search": search, "seconds": seconds, "score_names": list(scores)}
+    write_entry(cache_dir, folder / f"{k}.json", lambda p: write_text(p, json.dumps(record)))
