@@ -21,11 +21,12 @@ _PACKAGE = "unseen.detectors"
 MODULES: dict[str, str] = {
     **dict.fromkeys(("msp", "mls", "energy", "tempscale", "gen", "klm", "entropy"), "logits"),
     **dict.fromkeys(
-        ("mahalanobis", "rmds", "mahalanobis_pp", "knn", "she", "nnguide", "relation"), "distance"
+        ("mahalanobis", "rmds", "mahalanobis_pp", "knn", "she", "nnguide"), "distance"
     ),
     **dict.fromkeys(("react", "dice", "ash", "scale", "vra"), "shaping"),
     **dict.fromkeys(("vim", "residual"), "subspace"),
     **dict.fromkeys(("fdbd", "nci", "gradnorm"), "boundary"),
+    "relation": "relation",
     "openmax": "openset",
     "weiper": "weiper",
     "odin": "network.odin",
