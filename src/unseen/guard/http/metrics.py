@@ -9,16 +9,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from unseen.guard.core import Guard
 from unseen.guard.http.limits import calibrated
+from unseen.guard.monitor import Monitor
 
-ENDPOINTS = ("/v1/predict", "/v1/predict-features", "/healthz", "/metrics", "/openapi.json")
+ENDPOINTS = ("/v1/predict", "/v1/predict-features", "/inspect", "/healthz", "/metrics", "/openapi.json")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 # The status an app answers when the client left before its body arrived (nginx's 499); nobody
@@ -26,10 +26,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_lates
 CLIENT_CLOSED = 499
 
 
+class Watched(Protocol):
+    """What the collector reads of a served guard (a ``Guard``, or an inspection guard's record)."""
+
+    @property
+    def threshold(self) -> float | None: ...
+
+    @property
+    def monitor(self) -> Monitor | None: ...
+
+
 class HttpMetrics:
     """The registry of one app: request counters, latency histograms, admission gauges."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Watched) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
         self.requests = Counter("unseen_http_requests_total", "HTTP requests by endpoint and status code.",
@@ -65,7 +75,7 @@ def _value(value: Any) -> float:
 class GuardCollector(Collector):
     """The guard's counters and its monitor's gauges, computed when Prometheus scrapes."""
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Watched) -> None:
         self.guard = guard
 
     def collect(self) -> Iterator[Metric]:
