@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,15 @@ def test_a_plain_guard_directory_is_served_as_before(tmp_path: Path) -> None:
     got = client.post("/v1/predict-features", json={"features": rows.tolist()}).json()
     assert [r["score"] for r in got["results"]] == pytest.approx(guard.scores(_features(3, 2)).tolist())
     assert client.post("/inspect", content=b"x", headers=PNG).status_code == 404
+
+
+def test_concurrent_requests_get_their_own_answers(saved) -> None:
+    # The backbone's patch hooks are module-wide: unserialised forwards would swap features.
+    guard, path = saved
+    client = TestClient(load_app(path, Limits(workers=4)))
+    images = [_noise(300 + i, spot=i % 2 == 0) for i in range(8)]
+    want = [guard.inspect(img).score for img in images]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda im: client.post("/inspect", content=_png_bytes(im), headers=PNG), images))
+    assert [r.status_code for r in got] == [200] * 8
+    assert [r.json()["score"] for r in got] == want

@@ -19,6 +19,7 @@ inspects one synthetic image before it returns.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,9 @@ class InspectionGuard:
         self.resolution = resolution
         self.alpha = alpha
         self._model: Any = None
+        # The patch hooks sit on the shared backbone's modules, so concurrent forwards (the HTTP
+        # worker pool) would capture each other's features: one backbone pass at a time.
+        self._model_lock = threading.Lock()
 
     def transform(self) -> Compose:
         arch = models.info(self.backbone)
@@ -92,7 +96,8 @@ class InspectionGuard:
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, got {type(image).__name__}")
         x = self.transform()(image)[None]
-        rep = extract_patches(self.model(), x, self.layers, batch_size=1, progress=False)
+        with self._model_lock:
+            rep = extract_patches(self.model(), x, self.layers, batch_size=1, progress=False)
         patch_maps, _ = self.detector_.maps_and_scores(rep)
         pixel = anomaly_maps(patch_maps, (self.resolution, self.resolution))[0]
         return float(pixel.max()), resize_map(pixel, (image.height, image.width))
