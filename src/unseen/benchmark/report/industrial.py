@@ -218,13 +218,24 @@ def _picks(o: Outcome, result: InspectionResult) -> list[tuple[str, int]]:
     return out
 
 
+def _mask_threshold(o: Outcome) -> tuple[float, str]:
+    """The threshold of the drawn masks and how the caption names it: conformal at alpha = 0.05,
+    or, when the calibration set is too small for that level, the test-set oracle, said so."""
+    if "alpha=0.05" in o.guard:
+        return o.guard["alpha=0.05"]["threshold"], "the conformal threshold at α = 0.05"
+    return o.guard["f1_optimal_on_test"]["threshold"], (
+        "the F1-optimal threshold ON THE TEST SET (an oracle: the calibration set is too small for "
+        "α = 0.05)"
+    )
+
+
 def _grid_figure(o: Outcome, result: InspectionResult) -> str:
     assert o.overlays is not None
     picks = _picks(o, result)
     cols = 4
     fig = Figure(figsize=(4 * cols, 3.6 * -(-len(picks) // cols)))
     axes = fig.subplots(-(-len(picks) // cols), cols, squeeze=False).ravel()
-    threshold = o.guard.get("alpha=0.05", o.guard["f1_optimal_on_test"])["threshold"]
+    threshold, _ = _mask_threshold(o)
     masks = dict(zip(result.truth.pixel_rows.tolist(), result.truth.masks, strict=True))
     for ax, (title, i) in zip(axes, picks, strict=False):
         image = np.asarray(load_image(result.truth.images[i]).convert("L"))
@@ -252,7 +263,8 @@ def render_report(result: InspectionResult) -> str:
         else (
             f"<h2>Examples: {html.escape(best.detector)} (best map detector by image AUROC)</h2>"
             "<p class='muted'>red: ground-truth contour; colours: anomaly map; cyan dashed: the binary "
-            "mask of the conformal threshold at α = 0.05 (map > threshold). Best/worst = highest/lowest "
+            f"mask of {_mask_threshold(best)[1]} (map > threshold, drawn on the reduced overlay "
+            "kept for the report). Best/worst = highest/lowest "
             "score within each defect type; for good parts, worst = highest score.</p>"
             + _grid_figure(best, result)
         )
