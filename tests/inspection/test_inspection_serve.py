@@ -8,7 +8,13 @@ import base64
 import importlib.util
 import io
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +25,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from unseen import Representation, detectors
+from unseen.cli import main
 from unseen.detectors.maps import PatchCore
 from unseen.extraction.patches import extract_patches
 from unseen.guard import Guard, GuardFileError, persist
@@ -33,6 +40,7 @@ pytestmark = pytest.mark.skipif(
 )
 LAYERS = ("_blocks.4", "_blocks.10")
 PNG = {"content-type": "image/png"}
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _noise(seed: int, spot: bool = False, size: tuple[int, int] = (40, 56)) -> Image.Image:
@@ -206,3 +214,45 @@ def test_concurrent_requests_get_their_own_answers(saved) -> None:
         got = list(pool.map(lambda im: client.post("/inspect", content=_png_bytes(im), headers=PNG), images))
     assert [r.status_code for r in got] == [200] * 8
     assert [r.json()["score"] for r in got] == want
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unseen_serve_command_serves_the_directory(saved) -> None:
+    guard, path = saved
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unseen", "serve", str(path), "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
+                    assert json.load(resp)["kind"] == "inspection"
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "unseen serve did not answer /healthz in 120 s"
+                time.sleep(0.5)
+        img = _noise(5, spot=True)
+        req = urllib.request.Request(f"{base}/inspect", data=_png_bytes(img), headers=PNG)
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = json.load(resp)
+        assert body["score"] == guard.inspect(img).score and body["defective"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_unseen_serve_ray_refuses_an_inspection_guard(saved, capsys) -> None:
+    _, path = saved
+    assert main(["serve", str(path), "--ray", "--port", str(_free_port())]) == 1
+    assert "is an inspection guard" in capsys.readouterr().err
