@@ -26,6 +26,7 @@ from PIL import Image
 
 from unseen import Representation, detectors
 from unseen.cli import main
+from unseen.detectors import maps
 from unseen.detectors.maps import PatchCore
 from unseen.extraction.patches import extract_patches
 from unseen.guard import Guard, GuardFileError, persist
@@ -256,3 +257,19 @@ def test_unseen_serve_ray_refuses_an_inspection_guard(saved, capsys) -> None:
     _, path = saved
     assert main(["serve", str(path), "--ray", "--port", str(_free_port())]) == 1
     assert "is an inspection guard" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["padim", "spade", "dfm"])
+def test_other_map_detectors_round_trip_and_gaussian_ad_is_refused(name: str, tmp_path: Path) -> None:
+    g = InspectionGuard("efficientnet_lite0", LAYERS, 64, alpha=0.1)
+    t = g.transform()
+    rep = extract_patches(g.model(), torch.stack([t(_noise(100 + i)) for i in range(12)]), LAYERS,
+                          progress=False)
+    params = {"k": 5, "gallery": 3} if name == "spade" else {}
+    g.fit(maps.create(name, **params).fit(rep), [_noise(200 + i) for i in range(19)])
+    again = InspectionGuard.load(g.save(tmp_path / name))
+    img = _noise(5, spot=True)
+    a, b = g.inspect(img), again.inspect(img)
+    assert a.score == b.score and np.array_equal(a.anomaly_map, b.anomaly_map) and a.defective
+    with pytest.raises(TypeError, match="scores whole images only"):
+        g.fit(maps.create("gaussian_ad").fit(rep), [])
