@@ -348,25 +348,59 @@ def text_tables(encoder: Any, splits: dict[str, Any]) -> dict[str, FeatureTable]
     return out
 
 
+def text_arrays(encoder: Any, splits: dict[str, Any]) -> dict[str, np.ndarray]:
+    """:func:`text_tables` as flat arrays ``<role>/features`` and ``<role>/labels`` (what the
+    embeddings cache stores)."""
+    out = {}
+    for role, table in text_tables(encoder, splits).items():
+        out[f"{role}/features"], out[f"{role}/labels"] = table.features, table.labels
+    return out
+
+
+def _clinc_loader(path: Path, enc: Any, encoder_name: str | None,
+                  state: dict[str, str]) -> Callable[[Path | None, str, bool], dict[str, FeatureTable]]:
+    """Embedded CLINC150 splits, from the cache when the encoder's identity and the file's
+    digest match a stored entry (``state["features_cache"]`` says hit, miss or off)."""
+    from unseen.cache import file_digest
+    from unseen.data.clinc import load_clinc150
+    from unseen.extraction.text import cached_embeddings, embeddings_key, encoder_identity
+
+    identity = encoder_identity(enc, encoder_name)
+
+    def load(cache_dir: Path | None, _device: str, _progress: bool) -> dict[str, FeatureTable]:
+        key = None if identity is None else embeddings_key(
+            identity, file_digest(path), {"fit": "train", "roles": CLINC_ROLES})
+        arrays, state["features_cache"] = cached_embeddings(
+            cache_dir, key, lambda: text_arrays(enc, load_clinc150(path)[0]), "clinc150")
+        return {role: FeatureTable(arrays[f"{role}/features"], arrays[f"{role}/labels"])
+                for role in CLINC_ROLES.values()}
+
+    return load
+
+
 @register_preset("clinc150")
-def clinc150(data_root: str | Path | None = None, seed: int = 0,
-             encoder: Any = None) -> ProbeOODSpec:
-    """Text OOD: CLINC150 150 intents vs out-of-scope; TF-IDF + SVD features, logistic-regression head."""
-    from unseen.data.clinc import CLINC_FILE, load_clinc150
+def clinc150(data_root: str | Path | None = None, seed: int = 0, encoder: Any = None,
+             encoder_name: str | None = None) -> ProbeOODSpec:
+    """Text OOD: CLINC150 150 intents vs out-of-scope; TF-IDF + SVD features, logistic-regression head.
+
+    The embedded splits are cached (``$UNSEEN_CACHE_DIR/text``) under the encoder's identity
+    (:func:`~unseen.extraction.text.encoder_identity`: ``encoder_name`` if given, else the
+    encoder's ``identity()``) and the data file's SHA-256; an encoder with neither is not cached.
+    """
+    from unseen.data.clinc import CLINC_FILE
     from unseen.extraction.text import TfidfSvdEncoder
 
     root = _root(data_root, "clinc150", [CLINC_FILE])
     enc = TfidfSvdEncoder(seed=seed) if encoder is None else encoder
-
-    def load(_cache_dir: Path | None, _device: str, _progress: bool) -> dict[str, FeatureTable]:
-        return text_tables(enc, load_clinc150(root / CLINC_FILE)[0])
-
+    state: dict[str, str] = {}
     name = getattr(enc, "describe", lambda: type(enc).__name__)()
     return ProbeOODSpec(
-        name="clinc150", load=load, description=f"{name} + logistic-regression head over 150 intents",
+        name="clinc150", load=_clinc_loader(root / CLINC_FILE, enc, encoder_name, state),
+        description=f"{name} + logistic-regression head over 150 intents",
         meta={"id_dataset": "CLINC150 full: fit = train (15,000), val = val (3,000), test = test "
               "(4,500)", "ood_val": "oos_val (100)", "near": "oos_test (1,000)",
-              "encoder": name, "note": "a pretrained sentence encoder would do better; none can be "
-              "loaded offline here. Pass encoder=<callable texts -> (N, D) array> in Python."},
+              "encoder": name, "text_cache": state,
+              "note": "a pretrained sentence encoder would do better; none can be "
+              "loaded offline here. Pass encoder=<callable texts -> (N, D) array> in Python "
+              "(and encoder_name=... to cache its embeddings)."},
     )
-

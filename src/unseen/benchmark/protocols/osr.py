@@ -39,7 +39,7 @@ from rich.table import Table
 from unseen import detectors, metrics
 from unseen._io import atomic_path, write_text
 from unseen.benchmark.protocols.probe import DEFAULT_C, FeatureTable, LinearHead, holdout
-from unseen.detectors.base import Detector
+from unseen.detectors.base import Detector, NotApplicableError
 
 #: detector inputs a head on cached features can provide
 HEAD_INPUTS = frozenset({"logits", "features", "head", "labels"})
@@ -259,6 +259,10 @@ class OpenSetSpec:
             try:
                 det.fit(fit, val)
                 s_known, s_unknown = det.score(known), det.score(unknown)
+            except NotApplicableError as exc:
+                # a declared refusal of these features: listed with its reason, never ranked
+                result.not_applicable.setdefault(name, f"trial {t}: {exc}")
+                continue
             except Exception as exc:
                 if not keep_going:
                     raise DetectorFailedError(
@@ -291,6 +295,7 @@ class OpenSetResult:
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     correct: dict[int, np.ndarray] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -311,6 +316,7 @@ class OpenSetResult:
         return {
             "preset": self.preset, "class_names": self.class_names, "splits": self.splits,
             "trials": self.trials, "records": self.records, "failures": self.failures,
+            "not_applicable": self.not_applicable,
             "summary": self.summary_rows(),
             "summary_distinct": self.summary_rows(self.distinct) if dup else None,
             "distinct_trials": self.distinct, "anchors": self.anchors, "meta": self.meta,
@@ -351,6 +357,7 @@ class OpenSetResult:
                f"{self.meta.get('extract_seconds', 0):.1f} s)")
         yield from (f"anchor (other backbone): {a}" for a in self.anchors)
         yield from (f"[red]failed[/red] {d}: {e}" for d, e in self.failures.items())
+        yield from (f"not applicable {d}: {e}" for d, e in self.not_applicable.items())
 
 
 def _plain(value: Any) -> Any:
