@@ -11,6 +11,9 @@ Protocol (Neal et al., ECCV 2018; as run by ARPL, Chen et al., TPAMI 2021, and V
    validation data (for the head's ``C`` and for detectors that fit on validation data).
 3. A :class:`~unseen.benchmark.protocols.probe.LinearHead` is trained on the known classes; it
    becomes the representation's ``weight``/``bias``, so every head-based detector runs unchanged.
+   A spec may name another :class:`TrialHead` (``head``), e.g. a small CNN trained per split on
+   pixel rows (:class:`unseen.benchmark.cnn_head.CNNHead`): its representation (penultimate
+   features + last layer) then replaces the probe's.
 4. Test: known-class test images (label = index of the class in the trial's known list) against
    unknown-class test images (label -1). Metrics: closed-set accuracy on the known classes,
    AUROC known vs unknown, OSCR, CCR at FPR 1/5/10 % (:mod:`unseen.metrics`), FPR95.
@@ -30,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -182,6 +185,18 @@ def remap(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
     return lut[labels]
 
 
+class TrialHead(Protocol):
+    """What a trial trains on its known classes: fitted on (fit, val) tables with labels
+    0..K-1, it turns any table into a representation with logits and ``weight``/``bias``."""
+
+    def fit(self, train: FeatureTable, val: FeatureTable | None = None) -> Any: ...
+
+    def representation(self, table: FeatureTable, labels: np.ndarray,
+                       meta: dict[str, Any] | None = None) -> Any: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 #: loads the (train, test) feature tables given the cache directory, the device and a flag
 #: that turns progress bars on
 Loader = Callable[[Path | None, str, bool], tuple[FeatureTable, FeatureTable]]
@@ -200,6 +215,8 @@ class OpenSetSpec:
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     anchors: Sequence[str] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the trial's head given the run's seed; None = a LinearHead with ``Cs``
+    head: Callable[[int], TrialHead] | None = None
 
     def run(
         self,
@@ -237,7 +254,7 @@ class OpenSetSpec:
                    keep_going: bool) -> None:
         from unseen.benchmark.protocols.ood import DetectorFailedError, seed_everything
 
-        head = LinearHead(Cs=self.Cs).fit(
+        head = (LinearHead(Cs=self.Cs) if self.head is None else self.head(seed)).fit(
             FeatureTable(train.features[trial.fit], remap(train.labels[trial.fit], trial.known)),
             FeatureTable(train.features[trial.val], remap(train.labels[trial.val], trial.known)),
         )
