@@ -448,3 +448,16 @@ def test_probe_ood_lists_a_refusing_detector_as_not_applicable(tmp_path) -> None
     assert "scale" in res.result.not_applicable and "scale" not in res.result.scores
     assert "non-negative" in res.result.not_applicable["scale"]
     assert {r["detector"] for r in res.result.records} == {"mls"}
+
+
+def test_open_set_presets_override_nnguide_so_its_default_k_fits_a_trial() -> None:
+    from unseen.benchmark.presets.openset import OSR_HPARAMS
+    from unseen.benchmark.protocols.ood import DetectorFailedError
+
+    train, test = _blobs(20, 0), _blobs(10, 1)  # a trial fits on 6 x 18 = 108 rows
+    plain = osr.OpenSetSpec("toy", _loader(train, test), list("abcdefghij"), osr.CIFAR10_SPLITS[:1])
+    with pytest.raises(DetectorFailedError, match=r"k <= 2 \(bank size\), got 100"):  # 1 % of 108
+        plain.run(["nnguide"], cache=False)
+    plain.hparams = OSR_HPARAMS
+    res = plain.run(["nnguide"], cache=False)
+    assert res.records[0]["hparams"] == {"k": 100, "alpha": 1.0, "seed": 0}
