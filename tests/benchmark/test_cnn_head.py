@@ -53,7 +53,7 @@ def test_cnn_head_rejects_bad_input() -> None:
         CNNHead(epochs=1).fit(_squares(2, 0, classes=1))
 
 
-def test_no_unknown_class_reaches_the_cnn(monkeypatch) -> None:
+def test_no_unknown_class_reaches_the_cnn(monkeypatch, tmp_path) -> None:
     """Spy on every CNN fit of a full open-set run: pixel 0 carries each row's true class."""
     seen: list[tuple[set[int], set[int]]] = []
     real_fit = CNNHead.fit
@@ -74,6 +74,8 @@ def test_no_unknown_class_reaches_the_cnn(monkeypatch) -> None:
         assert fit_cls == set(known) and val_cls <= set(known)
     assert all(t["head"]["model"] == "SmallCNN(width=128)" for t in res.trials)
     assert len(res.records) == 10 and not res.failures
+    html = res.write_outputs(tmp_path)["report.html"].read_text()
+    assert html.count("SmallCNN(width=128), trained") == 5  # one trial row per split
 
 
 @pytest.mark.slow
