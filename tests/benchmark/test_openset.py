@@ -336,3 +336,128 @@ def test_real_backbone_features_on_four_images(data_root) -> None:
     table = extract_features(openset.backbone(), ds, None, progress=False)
     assert table.features.shape == (4, 1280) and table.labels.tolist() == [0, 1, 2, 3]
     assert (table.features >= 0).all() and (table.features <= 6).all()
+
+
+class _CountingEncoder:
+    """Bag of letters that counts its calls (fit and embed), with a settable identity."""
+
+    def __init__(self, letters: str = "abcdefghijklmnopqrstuvwxyz") -> None:
+        self.letters = letters
+        self.calls = 0
+
+    def fit(self, texts):
+        self.calls += 1
+        return self
+
+    def __call__(self, texts):
+        self.calls += 1
+        return np.array([[t.count(c) for c in self.letters] for t in texts], float)
+
+    def identity(self) -> str:
+        return f"counting letters={self.letters}"
+
+
+def test_text_embeddings_are_cached_by_encoder_identity_and_file(tmp_path) -> None:
+    from unseen.benchmark.presets.openset import CLINC_ROLES, clinc150
+    from unseen.data.clinc import CLINC_FILE
+    from unseen.extraction.text import TfidfSvdEncoder
+
+    root, cache_dir = _clinc_fixture(tmp_path), tmp_path / "cache"
+    enc = _CountingEncoder()
+    first = clinc150(root, encoder=enc).run(["mls", "knn"], cache=cache_dir)
+    assert enc.calls == 1 + len(CLINC_ROLES) and first.result.meta["text_cache"] == {
+        "features_cache": "miss"}
+    second = clinc150(root, encoder=enc).run(["mls", "knn"], cache=cache_dir)
+    assert enc.calls == 1 + len(CLINC_ROLES)  # the second run never called the encoder
+    assert second.result.meta["text_cache"] == {"features_cache": "hit"}
+    assert first.result.meta["text_cache"] == {"features_cache": "miss"}  # meta was copied
+    assert _strip(first.result.records) == _strip(second.result.records)
+    # a changed encoder parameter is another key: a miss
+    other = _CountingEncoder("abcdefghijklm")
+    clinc150(root, encoder=other).run(["mls"], cache=cache_dir)
+    assert other.calls == 1 + len(CLINC_ROLES)
+    # so is a changed data file
+    path = root / CLINC_FILE
+    data = json.loads(path.read_text())
+    data["test"][0][0] += " extra"
+    path.write_text(json.dumps(data))
+    clinc150(root, encoder=enc).run(["mls"], cache=cache_dir)
+    assert enc.calls == 2 * (1 + len(CLINC_ROLES))
+    # the default encoder's identity carries every hyperparameter
+    ids = {TfidfSvdEncoder(8, 0, 1).identity(), TfidfSvdEncoder(9, 0, 1).identity(),
+           TfidfSvdEncoder(8, 1, 1).identity(), TfidfSvdEncoder(8, 0, 2).identity()}
+    assert len(ids) == 4 and TfidfSvdEncoder(8, 0, 1).identity() == TfidfSvdEncoder(8).identity()
+    entries = list((cache_dir / "text").glob("*.npz"))
+    assert len(entries) == 3 and all((cache_dir / "digests" / "text" / f"{e.name}.sha256").is_file()
+                                     for e in entries)
+
+
+def test_text_cache_tfidf_parameter_change_misses(tmp_path, monkeypatch) -> None:
+    from unseen.benchmark.presets.openset import clinc150
+    from unseen.extraction.text import TfidfSvdEncoder
+
+    root, cache_dir = _clinc_fixture(tmp_path), tmp_path / "cache"
+    fits: list[int] = []
+    real_fit = TfidfSvdEncoder.fit
+
+    def spy(self, texts):
+        fits.append(self.n_components)
+        return real_fit(self, texts)
+
+    monkeypatch.setattr(TfidfSvdEncoder, "fit", spy)
+    a = clinc150(root, encoder=TfidfSvdEncoder(n_components=8)).run(["msp"], cache=cache_dir)
+    b = clinc150(root, encoder=TfidfSvdEncoder(n_components=8)).run(["msp"], cache=cache_dir)
+    clinc150(root, encoder=TfidfSvdEncoder(n_components=6)).run(["msp"], cache=cache_dir)
+    assert fits == [8, 6]
+    np.testing.assert_array_equal(a.result.scores["msp"]["id"], b.result.scores["msp"]["id"])
+
+
+def test_an_encoder_without_identity_is_not_cached_and_says_so(tmp_path) -> None:
+    from unseen.benchmark.presets.openset import clinc150
+
+    root, cache_dir = _clinc_fixture(tmp_path), tmp_path / "cache"
+    calls = []
+
+    def letters(texts):
+        calls.append(len(texts))
+        return np.array([[t.count(c) for c in "aeiou"] for t in texts], float)
+
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="no stable identity"):
+            res = clinc150(root, encoder=letters).run(["mls"], cache=cache_dir)
+    assert len(calls) == 10 and res.result.meta["text_cache"] == {"features_cache": "off"}
+    assert not (cache_dir / "text").exists()
+    # a user-provided name makes it cacheable
+    calls.clear()
+    for _ in range(2):
+        clinc150(root, encoder=letters, encoder_name="vowels-v1").run(["mls"], cache=cache_dir)
+    assert len(calls) == 5
+    with pytest.raises(ValueError, match="non-empty string"):
+        clinc150(root, encoder=letters, encoder_name=" ").run(["mls"], cache=cache_dir)
+
+
+def test_probe_ood_lists_a_refusing_detector_as_not_applicable(tmp_path) -> None:
+    from unseen.benchmark.presets.openset import clinc150
+
+    root = _clinc_fixture(tmp_path)
+
+    def signed(texts):  # features of both signs: SCALE refuses them
+        return np.array([[t.count(c) - 1.0 for c in "aeiourst"] for t in texts], float)
+
+    res = clinc150(root, encoder=signed, encoder_name="signed").run(["mls", "scale"], cache=False)
+    assert "scale" in res.result.not_applicable and "scale" not in res.result.scores
+    assert "non-negative" in res.result.not_applicable["scale"]
+    assert {r["detector"] for r in res.result.records} == {"mls"}
+
+
+def test_open_set_presets_override_nnguide_so_its_default_k_fits_a_trial() -> None:
+    from unseen.benchmark.presets.openset import OSR_HPARAMS
+    from unseen.benchmark.protocols.ood import DetectorFailedError
+
+    train, test = _blobs(20, 0), _blobs(10, 1)  # a trial fits on 6 x 18 = 108 rows
+    plain = osr.OpenSetSpec("toy", _loader(train, test), list("abcdefghij"), osr.CIFAR10_SPLITS[:1])
+    with pytest.raises(DetectorFailedError, match=r"k <= 2 \(bank size\), got 100"):  # 1 % of 108
+        plain.run(["nnguide"], cache=False)
+    plain.hparams = OSR_HPARAMS
+    res = plain.run(["nnguide"], cache=False)
+    assert res.records[0]["hparams"] == {"k": 100, "alpha": 1.0, "seed": 0}

@@ -76,6 +76,11 @@ ONECLASS_ANCHORS = (
 )
 #: DN2's k for one-class kNN
 DN2_K = 2
+#: open-set overrides of detector defaults (trials run at defaults, no search). NNGuide's
+#: default bank is 1 % of the training set (the paper's: 1 % of ImageNet, 12,800 images) with
+#: k = 100; 1 % of a trial's few thousand fit rows holds fewer than 100, so the bank is the
+#: whole fit set (alpha = 1, a value of its grid) and k stays the paper's 100.
+OSR_HPARAMS: dict[str, dict[str, Any]] = {"nnguide": {"alpha": 1.0}}
 
 
 class ResizeWhole(Transform):
@@ -226,7 +231,7 @@ def osr_cifar10(data_root: str | Path | None = None, seed: int = 0) -> OpenSetSp
     root = _root(data_root, "osr_cifar10", ["cifar10/train", "cifar10/test"])
     return OpenSetSpec(
         name="osr_cifar10", load=_cifar_loader(root), class_names=CIFAR10_CLASSES,
-        splits=CIFAR10_SPLITS, anchors=CIFAR_ANCHORS,
+        splits=CIFAR10_SPLITS, anchors=CIFAR_ANCHORS, hparams=OSR_HPARAMS,
         meta={**_META, "dataset": "CIFAR-10 (JPEG q75)",
               "train": f"{CIFAR_TRAIN_PER_CLASS} per class (seed {SPLIT_SEED}) of the training set",
               "test": "the whole test set (10,000)",
@@ -241,9 +246,44 @@ def osr_mnist(data_root: str | Path | None = None, seed: int = 0) -> OpenSetSpec
     root = _root(data_root, "osr_mnist", ["mnist/t10k-images-idx3-ubyte.gz"])
     return OpenSetSpec(
         name="osr_mnist", load=_mnist_loader(root), class_names=[str(d) for d in range(10)],
-        splits=MNIST_SPLITS,
+        splits=MNIST_SPLITS, hparams=OSR_HPARAMS,
         meta={**_META, "dataset": "MNIST test set (10,000), split per class 60/40 % (seed 0): "
               "train 6,000, test 4,000", "splits": "Neal et al. via ARPL / Vaze et al."},
+    )
+
+
+def _mnist_pixels_loader(root: Path) -> Callable[[Path | None, str, bool], Tables]:
+    """Raw pixels in [0, 1] (N, 784) of the same 60/40 split as ``osr_mnist``: the CNN's input."""
+    def load(_cache_dir: Path | None, _device: str, _progress: bool) -> Tables:
+        from unseen.data import IDXDataset
+
+        ds = IDXDataset(root / "mnist/t10k-images-idx3-ubyte.gz",
+                        root / "mnist/t10k-labels-idx1-ubyte.gz")
+        pixels = np.asarray(ds.images, dtype=np.float32).reshape(len(ds), -1) / 255.0
+        table = FeatureTable(pixels, np.asarray(ds.targets, dtype=np.int64))
+        train, test = stratified_split(table.labels, (0.6,), SPLIT_SEED)
+        return table.take(train), table.take(test)
+
+    return load
+
+
+@register_preset("osr_mnist_cnn")
+def osr_mnist_cnn(data_root: str | Path | None = None, seed: int = 0) -> OpenSetSpec:
+    """Open-set MNIST 6/4, the 5 published splits; a small CNN trained per split on its known classes."""
+    from unseen.benchmark.cnn_head import CNNHead
+
+    root = _root(data_root, "osr_mnist_cnn", ["mnist/t10k-images-idx3-ubyte.gz"])
+    cnn = CNNHead()
+    return OpenSetSpec(
+        name="osr_mnist_cnn", load=_mnist_pixels_loader(root), class_names=[str(d) for d in range(10)],
+        splits=MNIST_SPLITS, hparams=OSR_HPARAMS,
+        head=lambda run_seed: CNNHead(seed=run_seed),
+        meta={"dataset": "MNIST test set (10,000), split per class 60/40 % (seed 0): train "
+              "6,000, test 4,000 (as osr_mnist)", "splits": "Neal et al. via ARPL / Vaze et al.",
+              "head": f"SmallCNN (2 conv 5x5 16/32 + ReLU + max-pool, FC {cnn.width} + ReLU, FC) "
+                      f"trained per split on the known classes' fit rows: Adam lr {cnn.lr}, "
+                      f"batch {cnn.batch_size}, {cnn.epochs} epochs, seed = run seed; features = "
+                      f"its {cnn.width}-d penultimate layer, weight/bias = its last layer"},
     )
 
 
@@ -254,6 +294,7 @@ def osr_eurosat(data_root: str | Path | None = None, seed: int = 0) -> OpenSetSp
     names = sorted(p.name for p in (root / EUROSAT_DIR).iterdir() if p.is_dir())
     return OpenSetSpec(
         name="osr_eurosat", load=_eurosat_loader(root), class_names=names, splits=EUROSAT_SPLITS,
+        hparams=OSR_HPARAMS,
         meta={**_META, "dataset": "EuroSAT RGB subset, 1,500 per class: train 1,000 / test 500 per "
               f"class (seed {EUROSAT_SPLIT_SEED})",
               "splits": f"seeded_splits(10, 6, 5, seed={EUROSAT_SPLIT_SEED}) = {EUROSAT_SPLITS}"},
@@ -348,25 +389,59 @@ def text_tables(encoder: Any, splits: dict[str, Any]) -> dict[str, FeatureTable]
     return out
 
 
+def text_arrays(encoder: Any, splits: dict[str, Any]) -> dict[str, np.ndarray]:
+    """:func:`text_tables` as flat arrays ``<role>/features`` and ``<role>/labels`` (what the
+    embeddings cache stores)."""
+    out = {}
+    for role, table in text_tables(encoder, splits).items():
+        out[f"{role}/features"], out[f"{role}/labels"] = table.features, table.labels
+    return out
+
+
+def _clinc_loader(path: Path, enc: Any, encoder_name: str | None,
+                  state: dict[str, str]) -> Callable[[Path | None, str, bool], dict[str, FeatureTable]]:
+    """Embedded CLINC150 splits, from the cache when the encoder's identity and the file's
+    digest match a stored entry (``state["features_cache"]`` says hit, miss or off)."""
+    from unseen.cache import file_digest
+    from unseen.data.clinc import load_clinc150
+    from unseen.extraction.text import cached_embeddings, embeddings_key, encoder_identity
+
+    identity = encoder_identity(enc, encoder_name)
+
+    def load(cache_dir: Path | None, _device: str, _progress: bool) -> dict[str, FeatureTable]:
+        key = None if identity is None else embeddings_key(
+            identity, file_digest(path), {"fit": "train", "roles": CLINC_ROLES})
+        arrays, state["features_cache"] = cached_embeddings(
+            cache_dir, key, lambda: text_arrays(enc, load_clinc150(path)[0]), "clinc150")
+        return {role: FeatureTable(arrays[f"{role}/features"], arrays[f"{role}/labels"])
+                for role in CLINC_ROLES.values()}
+
+    return load
+
+
 @register_preset("clinc150")
-def clinc150(data_root: str | Path | None = None, seed: int = 0,
-             encoder: Any = None) -> ProbeOODSpec:
-    """Text OOD: CLINC150 150 intents vs out-of-scope; TF-IDF + SVD features, logistic-regression head."""
-    from unseen.data.clinc import CLINC_FILE, load_clinc150
+def clinc150(data_root: str | Path | None = None, seed: int = 0, encoder: Any = None,
+             encoder_name: str | None = None) -> ProbeOODSpec:
+    """Text OOD: CLINC150 150 intents vs out-of-scope; TF-IDF + SVD features, logistic-regression head.
+
+    The embedded splits are cached (``$UNSEEN_CACHE_DIR/text``) under the encoder's identity
+    (:func:`~unseen.extraction.text.encoder_identity`: ``encoder_name`` if given, else the
+    encoder's ``identity()``) and the data file's SHA-256; an encoder with neither is not cached.
+    """
+    from unseen.data.clinc import CLINC_FILE
     from unseen.extraction.text import TfidfSvdEncoder
 
     root = _root(data_root, "clinc150", [CLINC_FILE])
     enc = TfidfSvdEncoder(seed=seed) if encoder is None else encoder
-
-    def load(_cache_dir: Path | None, _device: str, _progress: bool) -> dict[str, FeatureTable]:
-        return text_tables(enc, load_clinc150(root / CLINC_FILE)[0])
-
+    state: dict[str, str] = {}
     name = getattr(enc, "describe", lambda: type(enc).__name__)()
     return ProbeOODSpec(
-        name="clinc150", load=load, description=f"{name} + logistic-regression head over 150 intents",
+        name="clinc150", load=_clinc_loader(root / CLINC_FILE, enc, encoder_name, state),
+        description=f"{name} + logistic-regression head over 150 intents",
         meta={"id_dataset": "CLINC150 full: fit = train (15,000), val = val (3,000), test = test "
               "(4,500)", "ood_val": "oos_val (100)", "near": "oos_test (1,000)",
-              "encoder": name, "note": "a pretrained sentence encoder would do better; none can be "
-              "loaded offline here. Pass encoder=<callable texts -> (N, D) array> in Python."},
+              "encoder": name, "text_cache": state,
+              "note": "a pretrained sentence encoder would do better; none can be "
+              "loaded offline here. Pass encoder=<callable texts -> (N, D) array> in Python "
+              "(and encoder_name=... to cache its embeddings)."},
     )
-

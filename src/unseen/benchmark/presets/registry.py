@@ -28,7 +28,7 @@ MODULES: dict[str, str] = {
     **dict.fromkeys(("cifar10", "mnist"), "real"),
     **dict.fromkeys(("adbench", "tabular"), "tabular"),
     **dict.fromkeys(("mtd", "mvtec"), "industrial"),
-    **dict.fromkeys(("osr_cifar10", "osr_mnist", "osr_eurosat", "oneclass_cifar10",
+    **dict.fromkeys(("osr_cifar10", "osr_mnist", "osr_mnist_cnn", "osr_eurosat", "oneclass_cifar10",
                      "oneclass_eurosat", "eurosat", "clinc150"), "openset"),
 }
 

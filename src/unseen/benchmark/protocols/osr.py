@@ -11,6 +11,9 @@ Protocol (Neal et al., ECCV 2018; as run by ARPL, Chen et al., TPAMI 2021, and V
    validation data (for the head's ``C`` and for detectors that fit on validation data).
 3. A :class:`~unseen.benchmark.protocols.probe.LinearHead` is trained on the known classes; it
    becomes the representation's ``weight``/``bias``, so every head-based detector runs unchanged.
+   A spec may name another :class:`TrialHead` (``head``), e.g. a small CNN trained per split on
+   pixel rows (:class:`unseen.benchmark.cnn_head.CNNHead`): its representation (penultimate
+   features + last layer) then replaces the probe's.
 4. Test: known-class test images (label = index of the class in the trial's known list) against
    unknown-class test images (label -1). Metrics: closed-set accuracy on the known classes,
    AUROC known vs unknown, OSCR, CCR at FPR 1/5/10 % (:mod:`unseen.metrics`), FPR95.
@@ -30,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -39,7 +42,7 @@ from rich.table import Table
 from unseen import detectors, metrics
 from unseen._io import atomic_path, write_text
 from unseen.benchmark.protocols.probe import DEFAULT_C, FeatureTable, LinearHead, holdout
-from unseen.detectors.base import Detector
+from unseen.detectors.base import Detector, NotApplicableError
 
 #: detector inputs a head on cached features can provide
 HEAD_INPUTS = frozenset({"logits", "features", "head", "labels"})
@@ -182,6 +185,18 @@ def remap(labels: np.ndarray, known: Sequence[int]) -> np.ndarray:
     return lut[labels]
 
 
+class TrialHead(Protocol):
+    """What a trial trains on its known classes: fitted on (fit, val) tables with labels
+    0..K-1, it turns any table into a representation with logits and ``weight``/``bias``."""
+
+    def fit(self, train: FeatureTable, val: FeatureTable | None = None) -> Any: ...
+
+    def representation(self, table: FeatureTable, labels: np.ndarray,
+                       meta: dict[str, Any] | None = None) -> Any: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 #: loads the (train, test) feature tables given the cache directory, the device and a flag
 #: that turns progress bars on
 Loader = Callable[[Path | None, str, bool], tuple[FeatureTable, FeatureTable]]
@@ -200,6 +215,8 @@ class OpenSetSpec:
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     anchors: Sequence[str] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the trial's head given the run's seed; None = a LinearHead with ``Cs``
+    head: Callable[[int], TrialHead] | None = None
 
     def run(
         self,
@@ -237,7 +254,7 @@ class OpenSetSpec:
                    keep_going: bool) -> None:
         from unseen.benchmark.protocols.ood import DetectorFailedError, seed_everything
 
-        head = LinearHead(Cs=self.Cs).fit(
+        head = (LinearHead(Cs=self.Cs) if self.head is None else self.head(seed)).fit(
             FeatureTable(train.features[trial.fit], remap(train.labels[trial.fit], trial.known)),
             FeatureTable(train.features[trial.val], remap(train.labels[trial.val], trial.known)),
         )
@@ -259,6 +276,10 @@ class OpenSetSpec:
             try:
                 det.fit(fit, val)
                 s_known, s_unknown = det.score(known), det.score(unknown)
+            except NotApplicableError as exc:
+                # a declared refusal of these features: listed with its reason, never ranked
+                result.not_applicable.setdefault(name, f"trial {t}: {exc}")
+                continue
             except Exception as exc:
                 if not keep_going:
                     raise DetectorFailedError(
@@ -291,6 +312,7 @@ class OpenSetResult:
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     correct: dict[int, np.ndarray] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -311,6 +333,7 @@ class OpenSetResult:
         return {
             "preset": self.preset, "class_names": self.class_names, "splits": self.splits,
             "trials": self.trials, "records": self.records, "failures": self.failures,
+            "not_applicable": self.not_applicable,
             "summary": self.summary_rows(),
             "summary_distinct": self.summary_rows(self.distinct) if dup else None,
             "distinct_trials": self.distinct, "anchors": self.anchors, "meta": self.meta,
@@ -351,6 +374,7 @@ class OpenSetResult:
                f"{self.meta.get('extract_seconds', 0):.1f} s)")
         yield from (f"anchor (other backbone): {a}" for a in self.anchors)
         yield from (f"[red]failed[/red] {d}: {e}" for d, e in self.failures.items())
+        yield from (f"not applicable {d}: {e}" for d, e in self.not_applicable.items())
 
 
 def _plain(value: Any) -> Any:

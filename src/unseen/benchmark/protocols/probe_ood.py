@@ -1,17 +1,21 @@
 """The OpenOOD v1.5 protocol (:mod:`unseen.benchmark.protocols.ood`) on frozen features + a linear probe.
 
 For an in-distribution set that no bundled network was trained on (EuroSAT, CLINC150), a frozen
-encoder's features of every split are computed once (cached where the encoder is a network),
+encoder's features of every split are computed once (and cached: images by the extraction
+cache, text by :func:`unseen.extraction.text.cached_embeddings`),
 a :class:`~unseen.benchmark.protocols.probe.LinearHead` is trained on ID ``fit`` (its ``C`` by
 accuracy on ID ``val``), and the detectors are searched and scored exactly as in
 :func:`unseen.benchmark.protocols.ood.search` / ``evaluate_detector``: fit on ID fit, grid search
 on ID val vs ``ood_val``, test on ID test vs the near / far OOD sets. The result is an ordinary
 :class:`~unseen.benchmark.result.BenchmarkResult` with the usual files and report. Detectors that
-run the network again do not apply (the head is not part of a network).
+run the network again do not apply (the head is not part of a network); a detector that refuses
+the features by a declared requirement (:class:`~unseen.detectors.base.NotApplicableError`) is
+listed in ``not_applicable`` with its reason and the run goes on.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +31,7 @@ from unseen import detectors, metrics
 from unseen.benchmark.protocols.osr import applicable
 from unseen.benchmark.protocols.probe import DEFAULT_C, FeatureTable, LinearHead
 from unseen.benchmark.result import BenchmarkResult
+from unseen.detectors.base import NotApplicableError
 from unseen.representation import Representation
 
 #: the split names a loader returns: ``id/fit``, ``id/val``, ``id/test``, ``ood_val`` and
@@ -89,7 +94,7 @@ class ProbeOODSpec:
                 groups.setdefault(group, []).append(dataset)
         ood = {g: {n: reps[f"{g}/{n}"] for n in sets} for g, sets in groups.items()}
         records: list[dict[str, Any]] = []
-        scores, logs, timings, failures = {}, {}, {}, {}
+        scores, logs, timings, failures, not_applicable = {}, {}, {}, {}, {}
         for name in names:
             seed_everything(seed)
             t0 = time.perf_counter()
@@ -97,6 +102,11 @@ class ProbeOODSpec:
                 det, hparams, logs[name] = search(detectors.get(name), reps["id/fit"],
                                                   reps["id/val"], reps["ood_val"])
                 recs, scores[name] = evaluate_detector(det, hparams, reps["id/test"], ood)
+            except NotApplicableError as exc:
+                # a declared refusal (e.g. SCALE on features that can be negative): listed, not ranked
+                not_applicable[name] = str(exc)
+                logs.pop(name, None)
+                continue
             except Exception as exc:
                 if not keep_going:
                     raise DetectorFailedError(f"detector {name!r} failed: {type(exc).__name__}: "
@@ -110,10 +120,12 @@ class ProbeOODSpec:
         assert test.logits is not None and test.labels is not None  # set by the head
         meta = {"seed": seed, "model": self.description, "head": head.describe(),
                 "sizes": {k: len(r) for k, r in reps.items()}, "extract_seconds": extract_seconds,
-                "wall_time_s": time.perf_counter() - start, "failures": failures, **self.meta}
+                "wall_time_s": time.perf_counter() - start, "failures": failures,
+                **copy.deepcopy(self.meta)}  # a copy: a loader may update the spec's meta
         return ProbeOODResult(BenchmarkResult(
             preset=self.name, id_accuracy=metrics.id_accuracy(test.logits, test.labels),
-            records=records, groups=groups, scores=scores, search=logs, timings=timings, meta=meta))
+            records=records, groups=groups, scores=scores, search=logs, timings=timings, meta=meta,
+            not_applicable=not_applicable))
 
 
 @dataclass
@@ -150,3 +162,4 @@ class ProbeOODResult:
         yield (f"wall time {r.meta['wall_time_s']:.1f} s (features: "
                f"{r.meta['extract_seconds']:.1f} s)")
         yield from (f"[red]failed[/red] {d}: {e}" for d, e in r.meta["failures"].items())
+        yield from (f"not applicable {d}: {e}" for d, e in r.not_applicable.items())

@@ -111,17 +111,24 @@ def _trial_table(result: OpenSetResult, metric: str, label: str, dets: Sequence[
             f"<th>detector</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
+def _head_text(head: dict[str, Any]) -> str:
+    """A trial head in a few words: a linear probe's C, or a trained network and its time."""
+    if "C" in head:
+        return f"C = {head['C']:g}"
+    return f"{head.get('model', 'head')}, trained {head.get('train_seconds', float('nan')):.1f} s"
+
+
 def _trials_facts(result: OpenSetResult) -> str:
     rows = []
     for t in result.trials:
         names = ", ".join(result.class_names[k] for k in t["known"])
         h = t["head"]
         rows.append(f"<tr><td class='num'>{t['trial']}</td><td class='hp'>{_e(names)}</td>"
-                    f"<td class='num'>{100 * t['accuracy']:.2f}</td><td class='num'>{h['C']:g}</td>"
+                    f"<td class='num'>{100 * t['accuracy']:.2f}</td><td class='hp'>{_e(_head_text(h))}</td>"
                     f"<td class='num'>{100 * h['val_accuracy']:.2f}</td>"
                     f"<td>{_e(json.dumps(t['sizes']))}</td></tr>")
     return ("<h3>Trials</h3><div class='scroll'><table><thead><tr><th>trial</th><th>known classes"
-            "</th><th>closed-set acc</th><th>head C</th><th>val acc</th><th>sizes</th></tr></thead>"
+            "</th><th>closed-set acc</th><th>head</th><th>val acc</th><th>sizes</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 

@@ -4,6 +4,7 @@ neighbour search is a scikit-learn ``NearestNeighbors`` rebuilt from those rows 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -169,6 +170,10 @@ class KDE(TabularDetector):
         "bandwidth": [0.05, 0.1, 0.2, 0.5, 1.0, "scott", "silverman"]
     }
 
+    # the bandwidth only enters the score: a grid search fits once and, per block of rows,
+    # computes the distances once for every bandwidth (what costs; the logsumexp is per point)
+    score_params = frozenset({"bandwidth"})
+
     def __init__(self, bandwidth: float | str = 1.0) -> None:
         self.bandwidth = bandwidth
 
@@ -178,12 +183,35 @@ class KDE(TabularDetector):
         self.bandwidth_ = _bandwidth(self.bandwidth, n, d)
 
     def _score(self, rep: Representation) -> np.ndarray:
+        return self._scores(rep, [self.bandwidth])[0]
+
+    def _score_grid(
+        self, rep: Representation, points: Sequence[Mapping[str, Any]]
+    ) -> list[np.ndarray | ValueError]:
+        out: list[np.ndarray | ValueError] = []
+        valid: list[int] = []
+        for point in points:
+            try:
+                _bandwidth(point["bandwidth"], *self.points_.shape)
+                valid.append(len(out))
+                out.append(np.empty(0))
+            except ValueError as exc:
+                out.append(exc)
+        scores = self._scores(rep, [points[i]["bandwidth"] for i in valid])
+        for i, s in zip(valid, scores, strict=True):
+            out[i] = s
+        return out
+
+    def _scores(self, rep: Representation, rules: Sequence[float | str]) -> list[np.ndarray]:
+        """The scores of ``rep`` at each bandwidth rule, from one pass of distance blocks."""
         x = as64(rep.features)
         n, d = self.points_.shape
-        h2 = self.bandwidth_**2
+        h2s = [_bandwidth(rule, n, d) ** 2 for rule in rules]
         points_sq = (self.points_ * self.points_).sum(1)
-        out = np.empty(x.shape[0])
+        out = [np.empty(x.shape[0]) for _ in h2s]
         for block in row_blocks(x.shape[0], n):
-            out[block] = -logsumexp(-sq_distances(x[block], self.points_, points_sq) / (2 * h2),
-                                    axis=1)
-        return out + np.log(n) + 0.5 * d * np.log(2 * np.pi * h2)
+            dist = sq_distances(x[block], self.points_, points_sq)
+            for o, h2 in zip(out, h2s, strict=True):
+                o[block] = -logsumexp(-dist / (2 * h2), axis=1)
+        return [o + np.log(n) + 0.5 * d * np.log(2 * np.pi * h2) for o, h2 in zip(out, h2s,
+                                                                                 strict=True)]
