@@ -110,8 +110,9 @@ def test_calibrate_writes_an_inspection_guard_that_serve_serves(
     assert main(argv) == 0
     assert "inspection guard, PatchCore(coreset_ratio=0.1" in capsys.readouterr().out
     guard = InspectionGuard.load(out)
-    # fitted on the 16 train rows of the benchmark's seed-0 split: 16 images x 32 x 32 patches, 10 % kept
-    assert guard.detector_.bank_.shape == (round(0.1 * 16 * 32 * 32), 152)
+    # fitted on the 16 train rows of the benchmark's seed-0 split: 16 images x 16 x 16 patches
+    # (blocks 10 + 14 of Lite0 at 256 px: strides 16 and 32, 112 + 192 channels), 10 % kept
+    assert guard.detector_.bank_.shape == (round(0.1 * 16 * 16 * 16), 112 + 192)
     task = get_preset("mvtec", data_root=mvtec, category="tiles")
     calibration = [load_image(task.dataset.samples[int(i)].image) for i in task.split(0).calibration]
     # calibrated on exactly the split's 4 calibration images, through the served path

@@ -75,7 +75,7 @@ class InspectionTask:
     train_fraction: float
     calibration_fraction: float
     backbone: str = "efficientnet_lite0"
-    layers: tuple[str, ...] = ("_blocks.4", "_blocks.10")
+    layers: tuple[str, ...] = ("_blocks.10", "_blocks.14")
     resolution: int = 256
     storage: str = "float32"
     batch_size: int = 16
