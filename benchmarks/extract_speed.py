@@ -18,6 +18,8 @@ Variants:
   logits and labels through the head check.
 * ``extract, workers=0``: the same with decoding in the main process (the old default).
 * ``forward channels-last``: the pre-decoded pass with model and input in ``channels_last``.
+* ``unseen.extract, channels_last=True``: the public call with the opt-in flag (its own copy of
+  the model, since the flag converts the model in place).
 * ``onnxruntime``: the pre-decoded pass through the model exported to ONNX (``--onnx``; only when
   the ``onnxruntime`` package is importable).
 """
@@ -107,6 +109,7 @@ def main() -> None:
     model_cl = models.pretrained("resnet56_cifar10", args.data_root).to(
         memory_format=torch.channels_last)
     batches_cl = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+    model_extract_cl = models.pretrained("resnet56_cifar10", args.data_root)
     variants: dict[str, Callable[[], object]] = {
         "forward (pre-decoded)": lambda: forward(model, batches),
         "OpenOOD loop (DataLoader 200, 2 workers)": lambda: openood_loop(model, data),
@@ -114,6 +117,8 @@ def main() -> None:
         "unseen.extract, num_workers=0": lambda: unseen.extract(
             model, data, progress=False, num_workers=0),
         "forward channels-last": lambda: forward(model_cl, batches_cl),
+        "unseen.extract, channels_last=True": lambda: unseen.extract(
+            model_extract_cl, data, progress=False, channels_last=True),
     }
     if args.onnx:
         ort_run = onnx_runner(model, batches)

@@ -228,6 +228,7 @@ def extract(
     num_workers: int | None = None,
     check_head: bool = True,
     runner: Runner | None = None,
+    channels_last: bool = False,
 ) -> Representation:
     """Run ``model`` over ``data`` once and return features, logits, labels and the head.
 
@@ -253,7 +254,20 @@ def extract(
         runner: where the batches run: :class:`~unseen.extraction.runners.LocalRunner` (default,
             this process) or :class:`unseen.extraction.ray.RayRunner` (a pool of Ray actors).
             The result, its ``meta`` and its cache key do not depend on the runner.
+        channels_last: run the pass in ``torch.channels_last`` memory format: 4-D input batches
+            go to ``device`` as channels-last and the model's parameters are converted **in
+            place** (as ``model.to(device)`` already moves it in place), so it stays
+            channels-last after the call; its forward still accepts ordinary NCHW inputs.
+            Measured 1.70 against 2.05 ms/image for ResNet-56 on CPU
+            (``benchmarks/extract_speed.py``). The results differ from the default by float
+            rounding only, but the flag is part of the cache key, so the two never share an
+            entry; ``meta["channels_last"]`` records it.
     """
+    if not isinstance(channels_last, bool):
+        raise TypeError(
+            f"channels_last must be True or False, got {type(channels_last).__name__} "
+            f"{channels_last!r}"
+        )
     if isinstance(head, str):
         head_name, head_mod = head, module_named(model, head)
         if not isinstance(head_mod, nn.Linear):
@@ -273,6 +287,8 @@ def extract(
     if num_workers is None:
         num_workers = auto_workers(data, batch_size)
     model.to(device)  # before the cache lookup: network detectors run it on `device` too
+    if channels_last:
+        to_channels_last(model)
     reducers: dict[str, Reducer | None] = (
         dict(layers) if isinstance(layers, Mapping) else dict.fromkeys(layers)
     )
@@ -295,26 +311,21 @@ def extract(
                 "cannot cache: the data has no identity() method; pass dataset_id='<stable name>' "
                 "that changes whenever the data or its preprocessing changes, or cache=False"
             )
-        key = cache_mod.key(
-            model,
-            ident,
-            {
-                "penultimate": penultimate,
-                "head": head_name,
-                "layers": {k: getattr(r, "__qualname__", repr(r)) for k, r in reducers.items()},
-            },
-        )
+        key = cache_mod.key(model, ident, _cache_settings(penultimate, head_name, reducers,
+                                                          channels_last))
         cache_dir = cache_mod.directory(None if cache is True else Path(cache))
         hit = cache_mod.get(cache_dir, key)
         if hit is not None:
             hit.meta["cache_key"] = key
+            hit.meta.setdefault("channels_last", channels_last)  # entries from before the flag
             hit.source = source
             return hit
 
     job = ExtractionJob(model, data, source, penultimate, reducers, batch_size, device, progress,
-                        {"num_workers": num_workers})
+                        {"num_workers": num_workers}, channels_last)
     rep = (runner or LocalRunner()).extract(job)
-    rep.meta.update({"head": head_name, "penultimate": penultimate, **(meta or {})})
+    rep.meta.update({"head": head_name, "penultimate": penultimate,
+                     "channels_last": channels_last, **(meta or {})})
     if check_head and rep.weight is not None and rep.features is not None:
         check_head_consistency(rep)
     if key is not None:
@@ -322,6 +333,30 @@ def extract(
         cache_mod.put(cache_dir, key, rep)
     rep.source = source
     return rep
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Convert ``model``'s 4-D parameters and buffers to ``torch.channels_last``, in place."""
+    # Module.to takes memory_format at run time; torch's type stubs do not declare it.
+    return cast(nn.Module, cast(Any, model).to(memory_format=torch.channels_last))
+
+
+def _cache_settings(
+    penultimate: str | None,
+    head_name: str | None,
+    reducers: Mapping[str, Reducer | None],
+    channels_last: bool,
+) -> dict[str, Any]:
+    """The extraction settings in the cache key. ``channels_last`` enters only when True, so
+    every key computed before the flag existed (all default calls) stays valid."""
+    settings: dict[str, Any] = {
+        "penultimate": penultimate,
+        "head": head_name,
+        "layers": {k: getattr(r, "__qualname__", repr(r)) for k, r in reducers.items()},
+    }
+    if channels_last:
+        settings["channels_last"] = True
+    return settings
 
 
 def _run(
@@ -334,6 +369,7 @@ def _run(
     device: str,
     progress: bool,
     loader_kwargs: Mapping[str, Any],
+    channels_last: bool = False,
 ) -> Representation:
     captured: dict[str, torch.Tensor] = {}
 
@@ -366,7 +402,10 @@ def _run(
             captured.clear()
             if feature is not None:
                 feature.clear()
-            out = model(x.to(device))
+            x = x.to(device)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = model(x)
             if not isinstance(out, torch.Tensor) or out.ndim != 2:
                 raise TypeError("the model must return a (batch, classes) tensor of logits")
             logits.append(out.float().cpu().numpy())

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from unseen.extraction.core import NetworkSource, _run, _split_batch
+from unseen.extraction.core import NetworkSource, _run, _split_batch, to_channels_last
 from unseen.extraction.runners import ExtractionJob, Reducer
 from unseen.representation import Representation
 
@@ -120,7 +120,7 @@ class RayRunner:
         device = "cuda" if self.num_gpus > 0 else job.device
         payload = ray.put((job.model, job.source.head, data))
         settings = _ActorSettings(job.penultimate, dict(job.reducers), device,
-                                  max(1, int(self.num_cpus)))
+                                  max(1, int(self.num_cpus)), job.channels_last)
         # The index column is built here, not by a read task: with every CPU held by an actor
         # a read task could never be scheduled (and would hang the pipeline).
         ids = np.arange(n, dtype=np.int64)
@@ -160,6 +160,7 @@ class _ActorSettings:
     reducers: Mapping[str, Reducer | None]
     device: str
     threads: int
+    channels_last: bool = False
 
 
 class _Extractor:
@@ -172,6 +173,10 @@ class _Extractor:
         model, head, self.data = _ray().get(payload)
         self.settings = settings
         self.model = model.to(settings.device)
+        # extract converted the model already; converting here does not rely on the serializer
+        # keeping its strides.
+        if settings.channels_last:
+            to_channels_last(self.model)
         self.source = NetworkSource(model=self.model, data=None, head=head, device=settings.device)
 
     def _inputs(self, ids: np.ndarray) -> list[Any]:
@@ -184,7 +189,7 @@ class _Extractor:
         ids = np.asarray(batch["data"], dtype=np.int64)
         s = self.settings
         rep = _run(self.model, self._inputs(ids), self.source, s.penultimate, s.reducers,
-                   len(ids), s.device, False, {})
+                   len(ids), s.device, False, {}, s.channels_last)
         out: dict[str, np.ndarray] = {"id": ids, "logits": np.asarray(rep.logits)}
         if rep.features is not None:
             out["features"] = rep.features

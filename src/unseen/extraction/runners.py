@@ -42,7 +42,8 @@ class ExtractionJob:
     ``source.head`` is the classifier head (or None), ``penultimate`` the feature module's name
     (None: the head's input), ``reducers`` the extra layers to keep. The runner returns the
     per-row arrays (features, logits, labels, layers) plus the head's weight and bias, in the
-    data's row order, with empty ``meta``.
+    data's row order, with empty ``meta``. ``channels_last``: send 4-D batches in
+    ``torch.channels_last`` memory format (``extract`` has converted the model already).
     """
 
     model: nn.Module
@@ -54,6 +55,7 @@ class ExtractionJob:
     device: str
     progress: bool
     loader_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    channels_last: bool = False
 
 
 class Runner(Protocol):
@@ -76,7 +78,8 @@ class LocalRunner:
         from unseen.extraction.core import _run
 
         return _run(job.model, job.data, job.source, job.penultimate, job.reducers,
-                    job.batch_size, job.device, job.progress, job.loader_kwargs)
+                    job.batch_size, job.device, job.progress, job.loader_kwargs,
+                    job.channels_last)
 
     def map_shards(self, fn: Callable[[S, T], R], shared: S, shards: Sequence[T]) -> list[R]:
         return [fn(shared, s) for s in shards]
