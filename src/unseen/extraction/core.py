@@ -258,7 +258,7 @@ def extract(
             go to ``device`` as channels-last and the model's parameters are converted **in
             place** (as ``model.to(device)`` already moves it in place), so it stays
             channels-last after the call; its forward still accepts ordinary NCHW inputs.
-            Measured 1.70 against 2.05 ms/image for ResNet-56 on CPU
+            Measured 1.70 against 2.05 ms/image for ResNet-56's bare forward pass on CPU
             (``benchmarks/extract_speed.py``). The results differ from the default by float
             rounding only, but the flag is part of the cache key, so the two never share an
             entry; ``meta["channels_last"]`` records it.
