@@ -457,14 +457,19 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def _read_manifest(manifest_path: Path, fmt: str) -> dict[str, dict[str, Any]]:
-    """The ``files`` of a manifest, checked: bounded size, format ``fmt``, known names."""
+def _manifest_of(manifest_path: Path, writer: str) -> Any:
+    """The parsed JSON of a manifest (size-bounded), or a clear error when it is missing."""
     if not manifest_path.is_file():
         raise FileNotFoundError(
             f"{manifest_path} is missing: {manifest_path.parent} is not a complete directory "
-            "written by Guard.save"
+            f"written by {writer}"
         )
-    manifest = _read_json(manifest_path, MAX_MANIFEST_BYTES)
+    return _read_json(manifest_path, MAX_MANIFEST_BYTES)
+
+
+def _read_manifest(manifest_path: Path, fmt: str) -> dict[str, dict[str, Any]]:
+    """The ``files`` of a manifest, checked: bounded size, format ``fmt``, known names."""
+    manifest = _manifest_of(manifest_path, "Guard.save")
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if (
         not isinstance(files, dict)
@@ -490,12 +495,7 @@ def saved_format(path: str | os.PathLike[str]) -> str:
     if not path.is_dir():
         raise FileNotFoundError(f"no guard directory at {path}")
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{manifest_path} is missing: {path} is not a complete directory written by "
-            "Guard.save or InspectionGuard.save"
-        )
-    manifest = _read_json(manifest_path, MAX_MANIFEST_BYTES)
+    manifest = _manifest_of(manifest_path, "Guard.save or InspectionGuard.save")
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
     if fmt not in _CONFIG_OF:
         raise GuardFileError(
