@@ -10,7 +10,7 @@ Every other sub-task's preset returns its own spec object satisfying :class:`Tas
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,3 +46,15 @@ class TaskSpec(Protocol):
     ) -> TaskResult:
         """``detector_names=None``: every registered detector that applies to this sub-task."""
         ...
+
+
+def chosen_detectors(
+    detector_names: Sequence[str] | None, applicable: Callable[..., list[str]], why: str
+) -> list[str]:
+    """``detector_names`` (default: every applicable one), refusing any that ``applicable``
+    drops with ``why`` and the list of those that apply."""
+    names = applicable() if detector_names is None else list(detector_names)
+    bad = sorted(set(names) - set(applicable(names)))
+    if bad:
+        raise ValueError(f"detectors {bad} {why} (applicable: {applicable()})")
+    return names

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from unseen import detectors, metrics
 from unseen._io import atomic_path, write_text
+from unseen.benchmark.protocols import chosen_detectors
 from unseen.benchmark.protocols.osr import Loader, mean_std
 from unseen.benchmark.protocols.probe import FeatureTable
 from unseen.representation import Representation
@@ -85,11 +86,8 @@ class OneClassSpec:
         """Every class's task for ``detector_names`` (default: every applicable detector)."""
         from unseen.benchmark.protocols.ood import DetectorFailedError, _cache_dir, seed_everything
 
-        names = applicable() if detector_names is None else list(detector_names)
-        bad = sorted(set(names) - set(applicable(names)))
-        if bad:
-            raise ValueError(f"detectors {bad} do not apply to one-class tasks (they need a "
-                             f"classifier or are class-relative); applicable: {applicable()}")
+        names = chosen_detectors(detector_names, applicable, "do not apply to one-class tasks "
+                                 "(they need a classifier or are class-relative)")
         start = time.perf_counter()
         train, test = self.load(_cache_dir(cache), device, console is not None)
         result = OneClassResult(self.name, list(self.class_names), anchors=list(self.anchors))

@@ -41,6 +41,7 @@ from rich.table import Table
 
 from unseen import detectors, metrics
 from unseen._io import atomic_path, write_text
+from unseen.benchmark.protocols import chosen_detectors
 from unseen.benchmark.protocols.probe import DEFAULT_C, FeatureTable, LinearHead, holdout
 from unseen.detectors.base import Detector, NotApplicableError
 
@@ -231,11 +232,8 @@ class OpenSetSpec:
         """Run every trial for ``detector_names`` (default: every applicable detector)."""
         from unseen.benchmark.protocols.ood import _cache_dir, seed_everything
 
-        names = applicable() if detector_names is None else list(detector_names)
-        not_applicable = sorted(set(names) - set(applicable(names)))
-        if not_applicable:
-            raise ValueError(f"detectors {not_applicable} need the network; open-set trials have "
-                             f"only a head on cached features (applicable: {applicable()})")
+        names = chosen_detectors(detector_names, applicable, "need the network; open-set trials "
+                                 "have only a head on cached features")
         seed_everything(seed)
         start = time.perf_counter()
         train, test = self.load(_cache_dir(cache), device, console is not None)

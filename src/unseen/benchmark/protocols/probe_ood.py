@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unseen import detectors, metrics
+from unseen.benchmark.protocols import chosen_detectors
 from unseen.benchmark.protocols.osr import applicable
 from unseen.benchmark.protocols.probe import DEFAULT_C, FeatureTable, LinearHead
 from unseen.benchmark.result import BenchmarkResult
@@ -76,11 +77,8 @@ class ProbeOODSpec:
             seed_everything,
         )
 
-        names = applicable() if detector_names is None else list(detector_names)
-        bad = sorted(set(names) - set(applicable(names)))
-        if bad:
-            raise ValueError(f"detectors {bad} need the network; a probe on cached features has "
-                             f"none (applicable: {applicable()})")
+        names = chosen_detectors(detector_names, applicable, "need the network; a probe on "
+                                 "cached features has none")
         seed_everything(seed)
         start = time.perf_counter()
         tables = self.load(_cache_dir(cache), device, console is not None)
